@@ -1,0 +1,73 @@
+"""Every config composes; bad overrides fail at once naming the key and the allowed values."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from unlearn.config import ConfigError, validate
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+GROUPS = {
+    "data": ["mllmu_bench", "synthetic_mllmu"],
+    "model": ["llava7b", "qwen2vl7b", "tiny_llava", "tiny_qwen2vl"],
+    "method": ["ga", "ga_diff", "none"],
+    "trainable_modules": ["all", "language", "lm_connector", "projector", "vision"],
+    "trainer": ["cpu", "ddp", "ddp_cpu", "gpu"],
+    "logger": ["csv", "none", "wandb"],
+    "perturbation": ["none"],
+    "prompt_style": ["none"],
+}
+
+
+def make(overrides=()):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_groups_have_the_documented_options():
+    for group, options in GROUPS.items():
+        found = sorted(p.stem for p in (Path(CONF) / group).glob("*.yaml"))
+        assert found == options, group
+
+
+@pytest.mark.parametrize(("group", "option"),
+                         [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_option_composes_and_validates(group, option):
+    cfg = make([f"{group}={option}"])
+    validate(cfg)
+
+
+@pytest.mark.parametrize("ratio", [5, 10, 15])
+def test_forget_ratio_is_a_plain_override(ratio):
+    cfg = make([f"forget_ratio={ratio}"])
+    validate(cfg)
+    assert cfg.forget_ratio == ratio and cfg.run_name.endswith(f"_f{ratio}")
+
+
+def test_defaults_follow_the_papers():
+    cfg = make()
+    assert cfg.model.name == "tiny_llava" and cfg.data.name == "synthetic_mllmu"
+    assert cfg.method.optim.lr == 2e-5 and cfg.method.batch_size == 4 and cfg.method.epochs == 1
+    ga_diff = make(["method=ga_diff"]).method
+    assert ga_diff.objective._target_.endswith("GradientDifference")
+    assert ga_diff.optim.lr == 2e-5
+
+
+def test_unknown_group_option_lists_the_options():
+    with pytest.raises((MissingConfigException, ConfigCompositionException)) as err:
+        make(["method=gradient_ascent"])
+    assert "ga_diff" in str(err.value) or "ga_diff" in str(err.value.__cause__)
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("eval.letter_parser=first", "eval.letter_parser"),
+    ("method.loss_scope=prompt", "method.loss_scope"),
+    ("trainable_modules.scope=heads", "trainable_modules.scope"),
+    ("model.family=blip", "model.family"),
+    ("forget_ratio=20", "forget_ratio"),
+])
+def test_bad_values_name_key_and_allowed(override, key):
+    with pytest.raises(ConfigError, match=rf"{key}=.*is not one of \["):
+        validate(make([override]))

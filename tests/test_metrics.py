@@ -1,0 +1,78 @@
+"""Each metric against values computed by hand."""
+
+import math
+
+import pytest
+
+from unlearn.eval.metrics import aggregate, bleu, cloze_correct, parse_letter, rouge, score
+
+ABCD = ("A", "B", "C", "D")
+
+
+def test_rouge_f_measures_by_hand():
+    # LCS "the cat on the mat" = 5 of 6 tokens each way -> P = R = F = 5/6;
+    # shared bigrams: the-cat, on-the, the-mat = 3 of 5.
+    r = rouge("the cat sat on the mat", "the cat lay on the mat")
+    assert r["rougeL"] == pytest.approx(5 / 6)
+    assert r["rouge1"] == pytest.approx(5 / 6)
+    assert r["rouge2"] == pytest.approx(3 / 5)
+    # LCS 2, precision 1, recall 1/2 -> F = 2/3
+    assert rouge("alpha beta gamma delta", "beta delta")["rougeL"] == pytest.approx(2 / 3)
+
+
+def test_rouge_uses_stemmer_and_case_folding():
+    assert rouge("She teaches painting", "she teach paint")["rouge1"] == pytest.approx(1.0)
+
+
+def test_bleu_by_hand():
+    # p1..p4 = 5/6, 3/5, 2/4, 1/3; equal lengths -> no brevity penalty
+    expected = (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25
+    assert bleu("the cat sat on the mat", "the cat sat on a mat") == pytest.approx(expected)
+    # method1 smoothing: zero counts become 0.1 / n-gram count
+    expected = (2 / 4 * 1 / 3 * 0.1 / 2 * 0.1 / 1) ** 0.25
+    assert bleu("a b c d", "a b x y") == pytest.approx(expected)
+    assert bleu("a b c d", "a b c d") == pytest.approx(1.0)
+    assert bleu("a b c d", "") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "official", "mmu"),
+    [
+        (" B", "B", "B"),
+        ("b) the second one", "B", "B"),
+        ("E", None, None),
+        ("", None, None),
+        ("   ", None, None),
+        ("ASSISTANT: C", "C", "C"),
+        ("(A)", None, "A"),
+        ("\nD.", "D", "D"),
+        ("Answer: a", "A", "A"),
+        ("1", None, None),
+    ],
+)
+def test_letter_parsing_edge_cases(text, official, mmu):
+    assert parse_letter(text, ABCD, "official") == official
+    assert parse_letter(text, ABCD, "mmu") == mmu
+
+
+def test_unknown_letter_parser_names_the_options():
+    with pytest.raises(ValueError, match=r"eval.letter_parser='x'.*official.*mmu"):
+        parse_letter("A", ABCD, "x")
+
+
+def test_cloze_is_case_insensitive_substring():
+    assert cloze_correct("He was born in PARIS.", "Paris")
+    assert not cloze_correct("Par", "Paris")
+    assert cloze_correct("ASSISTANT: 1975", "1975")
+
+
+def test_score_and_aggregate():
+    rows = [score("classification", " A", "A", ABCD), score("classification", "B", "A", ABCD),
+            score("cloze", "x 1975", "1975"), score("generation", "a b c d", "a b c d")]
+    agg = aggregate(rows)
+    assert agg["class_acc"] == 0.5
+    assert agg["cloze_acc"] == 1.0
+    assert agg["gen_rougeL"] == 1.0 and agg["gen_bleu"] == pytest.approx(1.0)
+    assert list(agg) == ["class_acc", "cloze_acc", "gen_rouge1", "gen_rouge2", "gen_rougeL",
+                         "gen_bleu"]
+    assert not math.isnan(agg["gen_rouge2"])

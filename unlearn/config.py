@@ -1,0 +1,54 @@
+"""Early validation of the composed config: a bad value names its key and the allowed ones.
+
+Hydra already rejects unknown group options (``method=foo``) with the list of options; this
+covers the values inside groups.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from unlearn.data.collate import LOSS_SCOPES
+from unlearn.data.prompts import FAMILIES
+from unlearn.eval.metrics import LETTER_PARSERS
+from unlearn.models.loading import DTYPES, SOURCES
+from unlearn.models.modules import SCOPES
+from unlearn.module import SCHEDULES
+
+EVAL_SPLITS = ("forget", "test", "retain", "celebrity")
+
+CHOICES: dict[str, tuple] = {
+    "model.family": FAMILIES,
+    "model.source": SOURCES,
+    "model.dtype": DTYPES,
+    "model.vanilla.trainable": SCOPES,
+    "model.vanilla.loss_scope": LOSS_SCOPES,
+    "model.vanilla.optim.schedule": SCHEDULES,
+    "method.loss_scope": LOSS_SCOPES,
+    "method.optim.schedule": SCHEDULES,
+    "forget_ratio": (5, 10, 15),
+    "trainable_modules.scope": SCOPES,
+    "eval.letter_parser": LETTER_PARSERS,
+    "logger.name": ("csv", "wandb", "none"),
+}
+OPTIONAL_CHOICES: dict[str, tuple] = {"logger.mode": ("auto", "online", "offline")}
+
+
+class ConfigError(ValueError):
+    """A config value outside its allowed set."""
+
+
+def validate(cfg: DictConfig) -> None:
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key, default="<missing>")
+        if key.startswith("method.optim") and OmegaConf.select(cfg, "method.objective") is None:
+            continue
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+    for key, allowed in OPTIONAL_CHOICES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+    bad = [s for s in cfg.eval.splits if s not in EVAL_SPLITS]
+    if bad:
+        raise ConfigError(f"eval.splits has {bad}; allowed: {list(EVAL_SPLITS)}")

@@ -1,0 +1,40 @@
+"""Named sample sets -> one combined training loader (Lightning's CombinedLoader).
+
+The first set defines the epoch; every other set is drawn at random to the same number of
+samples, so each step pairs e.g. a forget batch with a retain batch (OpenUnlearning style).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, RandomSampler
+
+from unlearn.data.schema import Sample
+
+
+class UnlearnDataModule(L.LightningDataModule):
+    def __init__(self, splits: Mapping[str, Sequence[Sample]], collate: Callable,
+                 batch_size: int, seed: int = 0, num_workers: int = 0):
+        super().__init__()
+        empty = [name for name, samples in splits.items() if not samples]
+        if not splits or empty:
+            raise ValueError(f"empty training split(s): {empty or 'none given'}")
+        self.splits = {name: list(samples) for name, samples in splits.items()}
+        self.collate, self.batch_size = collate, batch_size
+        self.seed, self.num_workers = seed, num_workers
+
+    def train_dataloader(self) -> CombinedLoader:
+        names = list(self.splits)
+        n_primary = len(self.splits[names[0]])
+        loaders = {}
+        for i, name in enumerate(names):
+            gen = torch.Generator().manual_seed(self.seed + i)
+            data = self.splits[name]
+            sampler = RandomSampler(data, num_samples=n_primary if i else None, generator=gen)
+            loaders[name] = DataLoader(data, batch_size=self.batch_size, sampler=sampler,
+                                       collate_fn=self.collate, num_workers=self.num_workers)
+        return CombinedLoader(loaders, mode="max_size_cycle")

@@ -1,0 +1,401 @@
+"""MLLMU-Bench loader: one code path for the hub benchmark, a local copy and the synthetic twin.
+
+Why one path: the twin (:mod:`unlearn.data.synthetic`) is written in the hub layout and schema,
+so every test that reads it exercises exactly the code that reads ``MLLMMU/MLLMU-Bench``.
+
+Rows are read straight from Arrow (images stay ``{"bytes", "path"}`` dicts) and each image is
+decoded once per row, only when a question needs it. Plain iterables of row dicts (with PIL
+images, byte dicts, bytes or paths) are accepted as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+from PIL import Image
+
+from unlearn.data.images import to_pil
+from unlearn.data.schema import Modality, Sample, Task
+
+log = logging.getLogger(__name__)
+
+HUB_ID = "MLLMMU/MLLMU-Bench"
+FORGET_RATIOS: tuple[int, ...] = (5, 10, 15)
+TYPE_TO_MODALITY: dict[str, Modality] = {"Image_Textual": "image_text", "Pure_Text": "text_only"}
+TASK_NAMES: dict[str, Task] = {
+    "Generation": "generation",
+    "Classification": "classification",
+    "Mask": "cloze",
+}
+Rows = datasets.Dataset | Iterable[Mapping[str, Any]]
+
+
+def _is_local(source: str) -> bool:
+    """Hub ids look like ``owner/name``; anything that exists or is clearly a path is local."""
+    return Path(source).expanduser().exists() or source.startswith(("/", ".", "~"))
+
+
+def load_config(
+    source: str,
+    config: str,
+    *,
+    cache_dir: str | None = None,
+    revision: str | None = None,
+) -> datasets.Dataset:
+    """``load_dataset(source, config, split="train")`` with errors that name config and source.
+
+    For a local folder the config's parquet files are also passed as ``data_files``: without
+    that, ``datasets`` keys its cache on the folder path and README only, and a folder rebuilt
+    in place (e.g. a twin with other arguments) would be served stale from the cache.
+    """
+    data_files = None
+    if _is_local(source):
+        root = Path(source).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"MLLMU-Bench source folder {source!r} does not exist")
+        if not (root / config).is_dir():
+            found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0] != ".")
+            raise ValueError(f"config {config!r} not found in {source!r} (folders: {found})")
+        source = str(root)
+        data_files = {"train": f"{config}/*.parquet"}
+    try:
+        return datasets.load_dataset(
+            source,
+            config,
+            split="train",
+            data_files=data_files,
+            cache_dir=cache_dir,
+            revision=revision,
+        )
+    except Exception as err:
+        raise RuntimeError(f"cannot load config {config!r} from {source!r}: {err}") from err
+
+
+def _rows(ds: Rows, batch_size: int = 64) -> Iterator[Mapping[str, Any]]:
+    """Yield rows without decoding images (Arrow storage for a Dataset)."""
+    if isinstance(ds, datasets.Dataset):
+        arrow = ds.with_format("arrow")
+        for start in range(0, len(ds), batch_size):
+            yield from arrow[start : start + batch_size].to_pylist()
+    else:
+        yield from ds
+
+
+def _json(value: Any, what: str) -> Any:
+    """Decode a JSON-string column (``biography``, ``metadata``); pass parsed values through."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{what} is not valid JSON: {value[:80]!r}") from err
+    return value
+
+
+def _name(row: Mapping[str, Any]) -> str | None:
+    """The profile name from ``biography`` (used only as Sample metadata)."""
+    bio = row.get("biography")
+    if bio is None:
+        return None
+    try:
+        parsed = _json(bio, "biography")
+    except ValueError:
+        return None
+    return parsed.get("Name") if isinstance(parsed, Mapping) else None
+
+
+def _modality(type_: Any, where: str) -> Modality:
+    """``Type`` -> modality; clear error for values the benchmark does not define."""
+    try:
+        return TYPE_TO_MODALITY[str(type_)]
+    except KeyError:
+        allowed = list(TYPE_TO_MODALITY)
+        raise ValueError(f"unknown Type {type_!r} in {where} (expected {allowed})") from None
+
+
+def _letter(answer: Any, options: Mapping[str, str]) -> str:
+    """Normalise ``Correct_Answer`` ("A", " a", "A.") to an option key when unambiguous."""
+    text = str(answer).strip()
+    if text not in options and text[:1].upper() in options:
+        return text[:1].upper()
+    return text
+
+
+class _LazyImage:
+    """Decode a row's image at most once, and only if some question needs it."""
+
+    def __init__(self, value: Any, pid: str) -> None:
+        self.value, self.pid = value, pid
+        self.image: Image.Image | None = None
+
+    def get(self) -> Image.Image:
+        """The decoded RGB image (decoded on first use)."""
+        if self.image is None:
+            if self.value is None:
+                raise ValueError(f"profile {self.pid!r} has an image question but no image")
+            self.image = to_pil(self.value)
+        return self.image
+
+
+def _sample(
+    pid: str,
+    split: str,
+    meta: dict[str, Any],
+    image: _LazyImage,
+    question: str,
+    answer: str,
+    task: Task,
+    modality: Modality,
+    options: dict[str, str] | None = None,
+) -> Sample:
+    """One Sample; the image is attached (decoded) only for image-text questions."""
+    return Sample(
+        profile_id=pid,
+        question=str(question),
+        answer=answer,
+        task=task,
+        modality=modality,
+        split=split,
+        image=image.get() if modality == "image_text" else None,
+        options=options,
+        meta=dict(meta),
+    )
+
+
+def eval_samples(ds: Rows, split: str, *, seed: int = 0) -> list[Sample]:
+    """Eval-schema rows (Full_Set, forget_*, retain_*, Retain_Set, Test_Set) -> Samples.
+
+    Per row: classification (image-text, then pure-text), cloze, generation. ``Test_Set``
+    rows (column ``images``) use one view per row, drawn with ``random.Random(seed)`` as the
+    official code draws one at random. ``Directory`` and other extra columns are ignored.
+    """
+    rng = random.Random(seed)
+    out: list[Sample] = []
+    for row in _rows(ds):
+        pid = str(row["ID"])
+        meta: dict[str, Any] = {}
+        name = _name(row)
+        if name is not None:
+            meta["name"] = name
+        if "image" in row:
+            value = row["image"]
+        else:
+            views = row.get("images") or []
+            if not views:
+                raise ValueError(f"profile {pid!r} has neither 'image' nor 'images'")
+            meta["view"] = rng.randrange(len(views))
+            value = views[meta["view"]]
+        image = _LazyImage(value, pid)
+        mcqs = row.get("Classification_Task") or {}
+        for key, modality in (
+            ("Image_Textual_Questions", "image_text"),
+            ("Pure_Text_Questions", "text_only"),
+        ):
+            for q in mcqs.get(key) or []:
+                options = {k: str(v) for k, v in (q["Options"] or {}).items() if v is not None}
+                letter = _letter(q["Correct_Answer"], options)
+                out.append(
+                    _sample(
+                        pid,
+                        split,
+                        meta,
+                        image,
+                        q["Question"],
+                        letter,
+                        "classification",
+                        modality,
+                        options,
+                    )
+                )
+        for column, task in (("Mask_Task", "cloze"), ("Generation_Task", "generation")):
+            for q in row.get(column) or []:
+                modality = _modality(q["Type"], f"{column} of profile {pid!r}")
+                truth = str(q["Ground_Truth"])
+                out.append(_sample(pid, split, meta, image, q["Question"], truth, task, modality))
+    return out
+
+
+def train_samples(ds: Rows, split: str = "train") -> list[Sample]:
+    """ft_Data-format rows (``image``, ``ID``, JSON ``metadata``) -> Samples.
+
+    Item keys beyond ``Question``/``Answer`` are optional (the real ft_Data has only those):
+    missing ``Task`` -> task "qa", missing ``Type`` -> image-text. ``ID`` falls back to the
+    item's own ``ID`` (as in the baseline splits), then to the row index.
+    """
+    out: list[Sample] = []
+    for index, row in enumerate(_rows(ds)):
+        items = _json(row["metadata"], f"metadata of row {index}")
+        row_id = row.get("ID")
+        image = _LazyImage(row.get("image"), str(row_id if row_id is not None else index))
+        for item in items:
+            pid = str(row_id if row_id is not None else item.get("ID", index))
+            task_name = item.get("Task")
+            if task_name is None:
+                task: Task = "qa"
+            elif task_name in TASK_NAMES:
+                task = TASK_NAMES[task_name]
+            else:
+                raise ValueError(f"unknown Task {task_name!r} in ft item of profile {pid!r}")
+            modality = _modality(item.get("Type", "Image_Textual"), f"ft item of profile {pid!r}")
+            options = None
+            if task == "classification":
+                options = {k: str(v) for k, v in item["Options"].items()}
+            out.append(
+                Sample(
+                    profile_id=pid,
+                    question=str(item["Question"]),
+                    answer=str(item["Answer"]),
+                    task=task,
+                    modality=modality,
+                    split=split,
+                    image=image.get() if modality == "image_text" else None,
+                    options=options,
+                )
+            )
+    return out
+
+
+def _ids(ds: datasets.Dataset, config: str) -> list[str]:
+    """The ``ID`` column as strings (no image decoding)."""
+    if "ID" not in ds.column_names:
+        raise ValueError(f"config {config!r} has no 'ID' column (columns: {ds.column_names})")
+    return [str(x) for x in ds.select_columns(["ID"]).with_format("arrow")["ID"].to_pylist()]
+
+
+def _select_ids(ds: datasets.Dataset, config: str, keep: Sequence[str]) -> datasets.Dataset:
+    """Rows whose ``ID`` is in ``keep`` (order of the dataset)."""
+    wanted = set(keep)
+    ids = _ids(ds, config)
+    missing = wanted - set(ids)
+    if missing:
+        log.warning(
+            "%s lacks %d requested IDs (e.g. %s)", config, len(missing), sorted(missing)[:3]
+        )
+    return ds.select([i for i, x in enumerate(ids) if x in wanted])
+
+
+@dataclass
+class MLLMUBench:
+    """MLLMU-Bench at one forget ratio: ID splits, eval sets and training sets as Samples.
+
+    ``source`` is a hub id (``MLLMMU/MLLMU-Bench``) or a local folder in the hub layout
+    (a real copy or the synthetic twin). Eval splits: ``forget`` (``forget_r``), ``test``
+    (``Test_Set`` restricted to the forget IDs), ``retain`` (``retain_{100-r}``) and
+    ``celebrity`` (``Retain_Set``). Training sets come from ``ft_Data``.
+    """
+
+    source: str = HUB_ID
+    forget_ratio: int = 5
+    seed: int = 0
+    cache_dir: str | None = None
+    revision: str | None = None
+    forget_ids: list[str] = field(init=False)
+    retain_ids: list[str] = field(init=False)
+    _datasets: dict[str, datasets.Dataset] = field(init=False, default_factory=dict, repr=False)
+    _fingerprints: dict[tuple[str, ...], str] = field(init=False, default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.forget_ratio not in FORGET_RATIOS:
+            raise ValueError(
+                f"forget_ratio must be one of {FORGET_RATIOS}, got {self.forget_ratio}"
+            )
+        self.forget_ids = _ids(self.dataset(self.forget_config), self.forget_config)
+        self.retain_ids = _ids(self.dataset(self.retain_config), self.retain_config)
+        overlap = set(self.forget_ids) & set(self.retain_ids)
+        if overlap:
+            raise ValueError(
+                f"{self.forget_config} and {self.retain_config} of {self.source!r} share "
+                f"{len(overlap)} IDs (e.g. {sorted(overlap)[:5]}); they must be disjoint"
+            )
+
+    @property
+    def forget_config(self) -> str:
+        return f"forget_{self.forget_ratio}"
+
+    @property
+    def retain_config(self) -> str:
+        return f"retain_{100 - self.forget_ratio}"
+
+    def dataset(self, config: str) -> datasets.Dataset:
+        """One config's ``train`` split, loaded once per instance."""
+        if config not in self._datasets:
+            self._datasets[config] = load_config(
+                self.source, config, cache_dir=self.cache_dir, revision=self.revision
+            )
+        return self._datasets[config]
+
+    # ---- evaluation splits
+    def forget(self) -> list[Sample]:
+        return eval_samples(self.dataset(self.forget_config), "forget", seed=self.seed)
+
+    def test(self) -> list[Sample]:
+        ds = _select_ids(self.dataset("Test_Set"), "Test_Set", self.forget_ids)
+        return eval_samples(ds, "test", seed=self.seed)
+
+    def retain(self) -> list[Sample]:
+        return eval_samples(self.dataset(self.retain_config), "retain", seed=self.seed)
+
+    def celebrity(self) -> list[Sample]:
+        return eval_samples(self.dataset("Retain_Set"), "celebrity", seed=self.seed)
+
+    # ---- training sets
+    def finetune(self) -> list[Sample]:
+        """Every ft_Data row (the vanilla model's training set)."""
+        return train_samples(self.dataset("ft_Data"), "finetune")
+
+    def forget_train(self) -> list[Sample]:
+        return train_samples(
+            _select_ids(self.dataset("ft_Data"), "ft_Data", self.forget_ids), "forget"
+        )
+
+    def retain_train(self) -> list[Sample]:
+        return train_samples(
+            _select_ids(self.dataset("ft_Data"), "ft_Data", self.retain_ids), "retain"
+        )
+
+    def fingerprint(self, configs: Sequence[str] | None = None) -> str:
+        """Stable hash of the data behind ``configs`` (default: all five this split uses).
+
+        ``fingerprint(["ft_Data"])`` keys what depends only on the fine-tuning data (the
+        vanilla model) independently of the forget ratio.
+
+        Local folders hash file contents (identical twins hash alike wherever they live);
+        hub sources hash the source id plus each loaded config's ``_fingerprint``.
+        """
+        names = tuple(
+            configs or (self.forget_config, self.retain_config, "Test_Set", "Retain_Set", "ft_Data")
+        )
+        if names not in self._fingerprints:
+            h = hashlib.sha256()
+            # the seed matters only through Test_Set's view choice
+            seed = self.seed if "Test_Set" in names else None
+            h.update(json.dumps([list(names), seed]).encode())
+            local = _is_local(self.source)
+            if not local:
+                h.update(f"{self.source}@{self.revision}".encode())
+            for cfg in names:
+                folder = Path(self.source).expanduser() / cfg
+                if local and folder.is_dir():
+                    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                        h.update(path.relative_to(folder).as_posix().encode())
+                        h.update(_file_digest(path))
+                else:
+                    h.update(f"{cfg}:{self.dataset(cfg)._fingerprint}".encode())
+            self._fingerprints[names] = h.hexdigest()[:16]
+        return self._fingerprints[names]
+
+
+def _file_digest(path: Path) -> bytes:
+    """sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.digest()

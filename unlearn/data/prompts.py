@@ -1,0 +1,87 @@
+"""Prompt strings, exactly as the benchmarks write them, for each model family.
+
+One place builds every prompt (training and evaluation), so the vanilla fine-tune, the
+unlearning objectives and the evaluator all see the same format. LLaVA prompts are the
+official MLLMU-Bench ``eval.py`` strings (benchmarks.md §1.3); Qwen prompts are the
+MMUnlearner chat-template texts (§1.4), rendered with the processor's own chat template.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unlearn.data.schema import Sample
+
+FAMILIES: tuple[str, ...] = ("llava", "qwen2_vl", "qwen2_5_vl")
+
+MCQ_INSTRUCTION = "Just give ONE letter representing the answer directly."
+CLOZE_INSTRUCTION = "Please **ONLY** provide the correct answer that should replace the [Blank]."
+GEN_INSTRUCTION_IMAGE = (
+    "Answer the question based on your trained knowledge in one sentence accurately in ENGLISH."
+)
+GEN_INSTRUCTION_TEXT = (
+    "Answer the question based on your trained knowledge in one sentence in ENGLISH."
+)
+
+
+def question_with_options(question: str, options: dict[str, str]) -> str:
+    """Official ``formulate_prompt_with_options``: question, then one ``K: value`` line each."""
+    return f"{question}\n" + "\n".join(f"{k}: {v}" for k, v in options.items())
+
+
+def cloze_question(question: str) -> str:
+    return question.replace("__", "[Blank]") + "\n" + CLOZE_INSTRUCTION
+
+
+def _llava_prompt(s: Sample, instruction: str, suffix: str) -> str:
+    img = s.has_image
+    q = instruction + s.question + suffix
+    if s.task == "classification":
+        body = question_with_options(q, s.options or {}) + "\n" + MCQ_INSTRUCTION
+        return f"USER: <image>\n{body}\nASSISTANT:" if img else f"USER:\n{body}\nASSISTANT:"
+    if s.task == "cloze":
+        body = cloze_question(q)
+        return f"USER: <image>\n{body}\nASSISTANT:" if img else f"USER:\n{body}\nASSISTANT:"
+    if s.task == "generation":
+        if img:
+            return f"USER: <image>\n{q}\n{GEN_INSTRUCTION_IMAGE}\nASSISTANT: "
+        return f"USER: {q}\n{GEN_INSTRUCTION_TEXT}\nASSISTANT:"
+    # plain fine-tuning pair (official finetune.py format)
+    return f"USER: <image>\n{q}\nASSISTANT:" if img else f"USER: {q}\nASSISTANT:"
+
+
+def _qwen_text(s: Sample, instruction: str, suffix: str) -> str:
+    q = instruction + s.question + suffix
+    if s.task == "classification":
+        return "\n" + question_with_options(q, s.options or {}) + "\n" + MCQ_INSTRUCTION
+    if s.task == "cloze":
+        return ("\n" if s.has_image else "") + cloze_question(q)
+    if s.task == "generation":
+        return f"{q}\n{GEN_INSTRUCTION_IMAGE}"
+    return q
+
+
+def build_prompt(
+    sample: Sample, family: str, processor: Any, *, instruction: str = "", suffix: str = ""
+) -> str:
+    """The text the model sees before its answer.
+
+    ``instruction`` is prepended to the question (in-context unlearning prompts) and
+    ``suffix`` appended to it (reverse-prompt attack), so teacher views and attacks are
+    data transformations rather than code in objectives.
+    """
+    if family == "llava":
+        return _llava_prompt(sample, instruction, suffix)
+    if family in ("qwen2_vl", "qwen2_5_vl"):
+        content: list[dict[str, str]] = [{"type": "image"}] if sample.has_image else []
+        content.append({"type": "text", "text": _qwen_text(sample, instruction, suffix)})
+        conversation = [{"role": "user", "content": content}]
+        return processor.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=False
+        )
+    raise ValueError(f"model.family={family!r} is not one of {list(FAMILIES)}")
+
+
+def answer_text(prompt: str, answer: str) -> str:
+    """The answer as it follows the prompt: LLaVA's ``ASSISTANT: answer`` needs the space."""
+    return answer if prompt.endswith((" ", "\n")) else " " + answer

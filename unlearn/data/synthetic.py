@@ -1,0 +1,640 @@
+"""Synthetic MLLMU-Bench twin, written to disk in the real Hugging Face layout and schema.
+
+Why: tests and tiny-world experiments must run offline through the *same* loader as the real
+benchmark (:mod:`unlearn.data.mllmu`), so the twin mirrors the hub repo ``MLLMMU/MLLMU-Bench``:
+one folder per config holding ``train-00000-of-00001.parquet`` and a ``README.md`` whose YAML
+header declares the configs, so ``datasets.load_dataset(root, "forget_5", split="train")``
+works. Columns and nested features equal the real ones (see :data:`EVAL_FEATURES`,
+:data:`TEST_FEATURES`, :data:`FT_FEATURES`).
+
+The tiny world: every fictitious profile has a unique name, a birth year, a profession, a
+hometown and a hobby (drawn independently) and a procedurally drawn portrait
+(:mod:`unlearn.data.images`). Evaluation questions ask about these five facts; fine-tuning
+items (``ft_Data``) teach the same facts with *different* question phrasings, MCQ option
+orders and cloze sentences, so evaluation measures knowledge rather than copying.
+
+``Retain_Set`` is, as in the real benchmark, a set of "celebrities": profiles disjoint from
+``Full_Set``. A real base model knows celebrities from pre-training; a randomly initialised
+tiny model knows nothing, so the twin's ``ft_Data`` also holds one row per celebrity. The
+vanilla fine-tune thereby stands in for pre-training, and ``Retain_Set`` measures whether
+unlearning damages knowledge outside the fictitious set.
+
+Splits: ``forget_r`` / ``retain_{100-r}`` partition ``Full_Set`` by ID (``r`` % of the
+profiles rounded, at least one), drawn by one seeded shuffle per ratio (not nested, as in the
+official split). ``Test_Set`` holds every ``Full_Set`` profile with several views of its
+portrait (rotation, shift, scale, lighting) under ``images`` and the same questions.
+
+The extra ``ft_Data`` item keys ``Type``, ``Task`` and ``Options`` are ours (the real items
+only have ``Question``/``Answer``); the loader treats them as optional.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, Features, Image, List, Value
+from datasets.utils import (
+    are_progress_bars_disabled,
+    disable_progress_bars,
+    enable_progress_bars,
+)
+
+from unlearn.data.images import PortraitTraits, draw_portrait, make_views, png_bytes, unique_traits
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+MARKER = ".synthetic_mllmu.json"
+SHARD = "train-00000-of-00001.parquet"
+FORGET_RATIOS: tuple[int, ...] = (5, 10, 15)
+CONFIGS: tuple[str, ...] = (
+    "Full_Set",
+    "forget_5",
+    "forget_10",
+    "forget_15",
+    "retain_95",
+    "retain_90",
+    "retain_85",
+    "Test_Set",
+    "Retain_Set",
+    "ft_Data",
+)
+
+# --------------------------------------------------------------------------- features
+_STR = Value("string")
+_MCQ = List({"Correct_Answer": _STR, "Options": {k: _STR for k in "ABCD"}, "Question": _STR})
+_TASK_ITEMS = List({"Ground_Truth": _STR, "Question": _STR, "Type": _STR})
+_TASK_COLUMNS: dict[str, Any] = {
+    "ID": _STR,
+    "Directory": _STR,
+    "biography": _STR,
+    "question": _STR,
+    "answer": _STR,
+    "Classification_Task": {"Image_Textual_Questions": _MCQ, "Pure_Text_Questions": _MCQ},
+    "Generation_Task": _TASK_ITEMS,
+    "Mask_Task": _TASK_ITEMS,
+}
+EVAL_FEATURES = Features({"image": Image(), **_TASK_COLUMNS})
+TEST_FEATURES = Features({"images": List(Image()), **_TASK_COLUMNS})
+FT_FEATURES = Features({"image": Image(), "ID": _STR, "metadata": _STR})
+
+# --------------------------------------------------------------------------- the tiny world
+FIRST_NAMES = (
+    "Ava", "Boris", "Clara", "Dmitri", "Elena", "Felix", "Greta", "Hugo", "Ines", "Jonas",
+    "Kira", "Leon", "Mila", "Nils", "Olga", "Pavel", "Rosa", "Silas", "Tessa", "Viktor",
+)  # fmt: skip
+LAST_NAMES = (
+    "Abbott", "Brandt", "Castell", "Dorsey", "Ekholm", "Farrow", "Galvin", "Holloway",
+    "Ibsen", "Jarvik", "Kessler", "Lindqvist", "Marlowe", "Novak", "Orwin", "Pryce", "Quist",
+    "Renner", "Sorensen", "Thorne",
+)  # fmt: skip
+CELEBRITY_FIRST_NAMES = (
+    "Adrian", "Beatrice", "Carlos", "Daphne", "Edgar", "Fiona", "Gideon", "Harriet", "Ivan",
+    "Julia", "Kasper", "Lucia", "Marcus", "Nadia", "Oscar", "Penelope", "Rafael", "Sabrina",
+    "Tobias", "Vera",
+)  # fmt: skip
+CELEBRITY_LAST_NAMES = (
+    "Ashford", "Bellamy", "Crawford", "Delacroix", "Everett", "Fairbanks", "Goodwin",
+    "Hawthorne", "Ingram", "Jefferson", "Kingsley", "Lancaster", "Montague", "Northcott",
+    "Oakley", "Pemberton", "Radcliffe", "Sinclair", "Whitmore", "Yardley",
+)  # fmt: skip
+PROFESSIONS = (
+    "architect", "baker", "carpenter", "chemist", "dentist", "engineer", "farmer",
+    "journalist", "lawyer", "librarian", "mechanic", "musician", "nurse", "pharmacist",
+    "pilot", "plumber", "surgeon", "teacher", "translator", "veterinarian",
+)  # fmt: skip
+CITIES = (
+    "Austin", "Bergen", "Bogota", "Cairo", "Denver", "Dublin", "Hanoi", "Krakow", "Kyoto",
+    "Lima", "Lisbon", "Manila", "Nairobi", "Oslo", "Perth", "Porto", "Quebec", "Seville",
+    "Tunis", "Zurich",
+)  # fmt: skip
+HOBBIES = (
+    "archery", "baking", "birdwatching", "chess", "climbing", "cooking", "cycling", "dancing",
+    "fishing", "gardening", "hiking", "juggling", "knitting", "painting", "photography",
+    "pottery", "sailing", "singing", "surfing", "swimming",
+)  # fmt: skip
+YEARS = tuple(str(y) for y in range(1940, 2001))
+
+ATTRIBUTES: tuple[str, ...] = ("name", "birth_year", "profession", "hometown", "hobby")
+TEXT_ATTRIBUTES: tuple[str, ...] = ATTRIBUTES[1:]  # asking a name given the name is void
+IMG, TXT = "Image_Textual", "Pure_Text"
+
+# Templates are keyed by (attribute, Type). ``{name}`` is the full name, ``{value}`` the fact,
+# ``{a_value}`` the fact with an indefinite article. Evaluation and training phrasings differ
+# but share the attribute keyword, so a small model can generalise from one to the other.
+EVAL_QUESTIONS: dict[tuple[str, str], str] = {
+    ("name", IMG): "What is the name of the person in the image?",
+    ("birth_year", IMG): "In which year was the person in the image born?",
+    ("birth_year", TXT): "In which year was {name} born?",
+    ("profession", IMG): "What is the profession of the person in the image?",
+    ("profession", TXT): "What is the profession of {name}?",
+    ("hometown", IMG): "Which city is the hometown of the person in the image?",
+    ("hometown", TXT): "Which city is the hometown of {name}?",
+    ("hobby", IMG): "What is the favorite hobby of the person in the image?",
+    ("hobby", TXT): "What is the favorite hobby of {name}?",
+}
+TRAIN_QUESTIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("name", IMG): ("Who is this person?", "What name does the person in the picture have?"),
+    ("birth_year", IMG): (
+        "When was this person born?",
+        "What is the birth year of the person in the picture?",
+    ),
+    ("birth_year", TXT): ("When was {name} born?", "What is the birth year of {name}?"),
+    ("profession", IMG): (
+        "What does this person do for a living?",
+        "Which profession does the person in the picture have?",
+    ),
+    ("profession", TXT): (
+        "What does {name} do for a living?",
+        "Which profession does {name} have?",
+    ),
+    ("hometown", IMG): (
+        "Where does this person come from?",
+        "What is the hometown of the person in the picture?",
+    ),
+    ("hometown", TXT): ("Where does {name} come from?", "What is the hometown of {name}?"),
+    ("hobby", IMG): (
+        "What does this person like to do in their free time?",
+        "Which hobby does the person in the picture enjoy?",
+    ),
+    ("hobby", TXT): (
+        "What does {name} like to do in their free time?",
+        "Which hobby does {name} enjoy?",
+    ),
+}
+EVAL_CLOZE: dict[tuple[str, str], str] = {
+    ("name", IMG): "The name of the person in the image is __.",
+    ("birth_year", IMG): "The person in the image was born in the year __.",
+    ("birth_year", TXT): "{name} was born in the year __.",
+    ("profession", IMG): "The profession of the person in the image is __.",
+    ("profession", TXT): "The profession of {name} is __.",
+    ("hometown", IMG): "The hometown of the person in the image is __.",
+    ("hometown", TXT): "The hometown of {name} is __.",
+    ("hobby", IMG): "The favorite hobby of the person in the image is __.",
+    ("hobby", TXT): "The favorite hobby of {name} is __.",
+}
+TRAIN_CLOZE: dict[tuple[str, str], str] = {
+    ("name", IMG): "This person is called __.",
+    ("birth_year", IMG): "This person was born in __.",
+    ("birth_year", TXT): "{name} was born in __.",
+    ("profession", IMG): "The job of this person is __.",
+    ("profession", TXT): "The job of {name} is __.",
+    ("hometown", IMG): "This person grew up in the city of __.",
+    ("hometown", TXT): "{name} grew up in the city of __.",
+    ("hobby", IMG): "In free time, this person enjoys __.",
+    ("hobby", TXT): "In free time, {name} enjoys __.",
+}
+# One sentence per fact: the Generation ground truth and the fine-tuning generation answer.
+FACT_SENTENCES: dict[str, str] = {
+    "name": "{subject} is {value}.",
+    "birth_year": "{subject} was born in {value}.",
+    "profession": "{subject} works as {a_value}.",
+    "hometown": "{subject} comes from {value}.",
+    "hobby": "{subject} enjoys {value}.",
+}
+APPEARANCE_QUESTION = "What does the person in the image look like?"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One person of the tiny world (fictitious or "celebrity")."""
+
+    id: str
+    name: str
+    birth_year: str
+    profession: str
+    hometown: str
+    hobby: str
+    traits: PortraitTraits
+    celebrity: bool = False
+
+    def value(self, attribute: str) -> str:
+        """The fact for ``attribute`` (one of :data:`ATTRIBUTES`)."""
+        return str(getattr(self, attribute))
+
+    def biography(self) -> str:
+        """JSON biography with the keys the official code reads (Name, Born, Employment, ...)."""
+        bio = {
+            "Name": self.name,
+            "Born": self.birth_year,
+            "Hometown": self.hometown,
+            "Employment": self.profession,
+            "Hobby": self.hobby,
+            "appearance_detail": {
+                "question": APPEARANCE_QUESTION,
+                "answer": self.traits.describe(),
+            },
+        }
+        return json.dumps(bio)
+
+
+def _article(word: str) -> str:
+    """``a``/``an`` + word (professions only; no exotic vowel sounds in our lists)."""
+    return ("an " if word[0].lower() in "aeiou" else "a ") + word
+
+
+def _fill(template: str, profile: Profile, attribute: str) -> str:
+    """Instantiate a template for one fact of one profile."""
+    value = profile.value(attribute)
+    return template.format(name=profile.name, value=value, a_value=_article(value))
+
+
+def fact_sentence(profile: Profile, attribute: str, type_: str) -> str:
+    """The one-sentence answer for a fact ("This person was born in 1975.")."""
+    subject = "This person" if type_ == IMG else profile.name
+    value = profile.value(attribute)
+    return FACT_SENTENCES[attribute].format(subject=subject, value=value, a_value=_article(value))
+
+
+# --------------------------------------------------------------------------- profiles
+def make_profiles(
+    num_profiles: int, num_celebrities: int, seed: int
+) -> tuple[list[Profile], list[Profile]]:
+    """Fictitious profiles and celebrities, with disjoint IDs, names and unique portraits."""
+    rng = random.Random(f"{seed}-profiles")
+    looks = unique_traits(num_profiles + num_celebrities, random.Random(f"{seed}-portraits"))
+
+    def group(n: int, firsts: tuple, lasts: tuple, prefix: str, celeb: bool) -> list[Profile]:
+        combos = [f"{f} {la}" for f in firsts for la in lasts]
+        if n > len(combos):
+            raise ValueError(f"at most {len(combos)} profiles per group, got {n}")
+        names = rng.sample(combos, n)
+        out = []
+        for i, name in enumerate(names):
+            out.append(
+                Profile(
+                    id=f"{prefix}{i + 1}",
+                    name=name,
+                    birth_year=rng.choice(YEARS),
+                    profession=rng.choice(PROFESSIONS),
+                    hometown=rng.choice(CITIES),
+                    hobby=rng.choice(HOBBIES),
+                    traits=looks[i + (num_profiles if celeb else 0)],
+                    celebrity=celeb,
+                )
+            )
+        return out
+
+    profiles = group(num_profiles, FIRST_NAMES, LAST_NAMES, "", False)
+    celebrities = group(num_celebrities, CELEBRITY_FIRST_NAMES, CELEBRITY_LAST_NAMES, "C", True)
+    return profiles, celebrities
+
+
+def _pools(group: list[Profile], celebrity: bool) -> dict[str, list[str]]:
+    """Distractor pools per attribute; names come from the same group (others' names)."""
+    names = [p.name for p in group]
+    if len(names) < 8:  # tiny groups: pad with unused names from the same lists
+        firsts, lasts = (
+            (CELEBRITY_FIRST_NAMES, CELEBRITY_LAST_NAMES)
+            if celebrity
+            else (FIRST_NAMES, LAST_NAMES)
+        )
+        extra = [f"{f} {la}" for f in firsts for la in lasts if f"{f} {la}" not in names]
+        names += extra[: 8 - len(names)]
+    return {
+        "name": names,
+        "birth_year": list(YEARS),
+        "profession": list(PROFESSIONS),
+        "hometown": list(CITIES),
+        "hobby": list(HOBBIES),
+    }
+
+
+# --------------------------------------------------------------------------- questions
+def _options(truth: str, distractors: list[str], letter: str, rng: random.Random) -> dict:
+    """Options A-D with ``truth`` at ``letter`` and the distractors shuffled elsewhere."""
+    rest = list(distractors)
+    rng.shuffle(rest)
+    return {k: (truth if k == letter else rest.pop()) for k in "ABCD"}
+
+
+def _draw_distractors(
+    truth: str, pool: list[str], rng: random.Random, avoid: list[frozenset]
+) -> list[str]:
+    """Three wrong values, preferring a set not in ``avoid`` (so items differ)."""
+    candidates = [v for v in pool if v != truth]
+    choice = rng.sample(candidates, 3)
+    for _ in range(200):
+        if frozenset(choice) not in avoid:
+            break
+        choice = rng.sample(candidates, 3)
+    return choice
+
+
+@dataclass
+class _Fact:
+    """One (attribute, Type) fact of one profile with its evaluation MCQ."""
+
+    attribute: str
+    type: str
+    eval_question: str
+    eval_options: dict[str, str]
+    eval_letter: str
+    eval_distractors: frozenset
+
+
+def _facts(profile: Profile, pools: dict[str, list[str]], rng: random.Random) -> list[_Fact]:
+    """Evaluation MCQs for all nine facts (5 image-text, 4 pure-text)."""
+    facts = []
+    for type_, attrs in ((IMG, ATTRIBUTES), (TXT, TEXT_ATTRIBUTES)):
+        for attr in attrs:
+            truth = profile.value(attr)
+            distractors = _draw_distractors(truth, pools[attr], rng, [])
+            letter = rng.choice("ABCD")
+            facts.append(
+                _Fact(
+                    attribute=attr,
+                    type=type_,
+                    eval_question=_fill(EVAL_QUESTIONS[attr, type_], profile, attr),
+                    eval_options=_options(truth, distractors, letter, rng),
+                    eval_letter=letter,
+                    eval_distractors=frozenset(distractors),
+                )
+            )
+    return facts
+
+
+def _pick(facts: list[_Fact], type_: str, k: int, rng: random.Random) -> list[_Fact]:
+    """``k`` facts of one Type, kept in canonical attribute order."""
+    of_type = [f for f in facts if f.type == type_]
+    chosen = set(rng.sample(range(len(of_type)), k))
+    return [f for i, f in enumerate(of_type) if i in chosen]
+
+
+def eval_row(profile: Profile, pools: dict[str, list[str]], seed: int) -> dict[str, Any]:
+    """All eval-schema columns of one profile except the image(s)."""
+    rng = random.Random(f"{seed}-{profile.id}-eval")
+    facts = _facts(profile, pools, rng)
+
+    def mcq(f: _Fact) -> dict:
+        return {
+            "Correct_Answer": f.eval_letter,
+            "Options": f.eval_options,
+            "Question": f.eval_question,
+        }
+
+    def item(f: _Fact, question: str, truth: str) -> dict:
+        return {"Ground_Truth": truth, "Question": question, "Type": f.type}
+
+    generation = [
+        item(f, f.eval_question, fact_sentence(profile, f.attribute, f.type))
+        for type_ in (IMG, TXT)
+        for f in _pick(facts, type_, 3, rng)
+    ]
+    cloze = [
+        item(
+            f,
+            _fill(EVAL_CLOZE[f.attribute, f.type], profile, f.attribute),
+            profile.value(f.attribute),
+        )
+        for type_ in (IMG, TXT)
+        for f in _pick(facts, type_, 2, rng)
+    ]
+    summary = (
+        f"{profile.name} is {_article(profile.profession)} from {profile.hometown}, born in "
+        f"{profile.birth_year}, who enjoys {profile.hobby}."
+    )
+    return {
+        "ID": profile.id,
+        "Directory": f"{'Celebrity' if profile.celebrity else 'Fictitious'}/{profile.id}",
+        "biography": profile.biography(),
+        "question": "Describe the person in the image.",
+        "answer": summary,
+        "Classification_Task": {
+            "Image_Textual_Questions": [mcq(f) for f in facts if f.type == IMG],
+            "Pure_Text_Questions": [mcq(f) for f in facts if f.type == TXT],
+        },
+        "Generation_Task": generation,
+        "Mask_Task": cloze,
+        "_facts": facts,
+    }
+
+
+def ft_items(profile: Profile, facts: list[_Fact], pools: dict[str, list[str]], seed: int) -> list:
+    """Fine-tuning items: per fact 2 generation, 3 classification, 1 cloze (54 per profile).
+
+    Training MCQs use new distractor sets (so option sequences never equal the eval MCQ's)
+    and put the correct answer at three different letters.
+    """
+    rng = random.Random(f"{seed}-{profile.id}-train")
+    items: list[dict[str, Any]] = []
+    for f in facts:
+        truth = profile.value(f.attribute)
+        questions = [_fill(q, profile, f.attribute) for q in TRAIN_QUESTIONS[f.attribute, f.type]]
+        answer = fact_sentence(profile, f.attribute, f.type)
+        for q in questions:
+            items.append({"Question": q, "Answer": answer, "Type": f.type, "Task": "Generation"})
+        avoid = [f.eval_distractors]
+        for j, letter in enumerate(rng.sample("ABCD", 3)):
+            distractors = _draw_distractors(truth, pools[f.attribute], rng, avoid)
+            avoid.append(frozenset(distractors))
+            options = _options(truth, distractors, letter, rng)
+            items.append(
+                {
+                    "Question": questions[j % len(questions)],
+                    "Answer": letter,
+                    "Type": f.type,
+                    "Task": "Classification",
+                    "Options": options,
+                }
+            )
+        cloze = _fill(TRAIN_CLOZE[f.attribute, f.type], profile, f.attribute)
+        items.append({"Question": cloze, "Answer": truth, "Type": f.type, "Task": "Mask"})
+    return items
+
+
+# --------------------------------------------------------------------------- writing
+def forget_ids(ids: list[str], ratio: int, seed: int) -> list[str]:
+    """The forget IDs for ``ratio`` %: a seeded shuffle per ratio, ``round(r% * n)`` >= 1."""
+    k = max(1, int(len(ids) * ratio / 100 + 0.5))
+    if k >= len(ids):
+        raise ValueError(f"forget_{ratio} would leave no retain profile ({len(ids)} profiles)")
+    order = list(ids)
+    random.Random(f"{seed}-forget-{ratio}").shuffle(order)
+    return order[:k]
+
+
+def _readme(args: dict[str, Any]) -> str:
+    """Hub-style dataset card; the YAML header is what makes ``load_dataset`` see configs."""
+    lines = ["---", "configs:"]
+    for cfg in CONFIGS:
+        lines += [
+            f"- config_name: {cfg}",
+            "  data_files:",
+            "  - split: train",
+            f"    path: {cfg}/train-*",
+        ]
+    lines += [
+        "---",
+        "",
+        "# Synthetic MLLMU-Bench twin",
+        "",
+        "Generated by `unlearn.data.synthetic.build_synthetic_mllmu` with "
+        f"`{json.dumps(args, sort_keys=True)}`. Same configs, columns and features as "
+        "`MLLMMU/MLLMU-Bench`; `Retain_Set` holds the stand-in celebrities, whose facts are "
+        "also in `ft_Data`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _write(rows: list[dict[str, Any]], features: Features, folder: Path) -> None:
+    """One config -> ``folder/train-00000-of-00001.parquet``."""
+    folder.mkdir(parents=True)
+    Dataset.from_list(rows, features=features).to_parquet(str(folder / SHARD))
+
+
+def _read_marker(root: Path) -> dict[str, Any] | None:
+    """The recorded build arguments of an existing twin, or None."""
+    marker = root / MARKER
+    if not marker.is_file():
+        return None
+    return json.loads(marker.read_text())
+
+
+def _check_existing(root: Path, args: dict[str, Any]) -> bool:
+    """True if ``root`` already holds this exact build; raise if it holds anything else."""
+    if not root.exists():
+        return False
+    recorded = _read_marker(root)
+    if recorded is None:
+        if root.is_dir() and not any(root.iterdir()):
+            return False
+        raise FileExistsError(f"{root} exists and is not a synthetic MLLMU-Bench build")
+    if recorded != args:
+        raise FileExistsError(
+            f"{root} holds a synthetic MLLMU-Bench built with {recorded}, not {args}; "
+            "choose another root or delete it"
+        )
+    missing = [c for c in CONFIGS if not (root / c / SHARD).is_file()]
+    if missing:
+        raise FileExistsError(f"{root} has a build marker but lacks configs {missing}")
+    return True
+
+
+def build_synthetic_mllmu(
+    root: str | Path,
+    *,
+    num_profiles: int = 60,
+    num_celebrities: int = 20,
+    seed: int = 0,
+    image_size: int = 64,
+    test_views: int = 3,
+) -> Path:
+    """Write the twin under ``root`` (idempotent, atomic) and return ``root``.
+
+    An existing build with the same arguments is reused; one with other arguments (or a
+    non-empty foreign folder) raises :class:`FileExistsError` instead of being overwritten.
+    """
+    root = Path(root)
+    if num_profiles < 2:
+        raise ValueError(f"num_profiles must be >= 2, got {num_profiles}")
+    if num_celebrities < 0 or test_views < 1 or image_size < 8:
+        raise ValueError("need num_celebrities >= 0, test_views >= 1 and image_size >= 8")
+    args = {
+        "generator": "unlearn.data.synthetic",
+        "version": GENERATOR_VERSION,
+        "num_profiles": num_profiles,
+        "num_celebrities": num_celebrities,
+        "seed": seed,
+        "image_size": image_size,
+        "test_views": test_views,
+    }
+    if _check_existing(root, args):
+        log.info("synthetic MLLMU-Bench already built at %s", root)
+        return root
+
+    start = time.perf_counter()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the twin is ordinary shared data
+    bars_were_off = are_progress_bars_disabled()
+    disable_progress_bars()  # ten "Creating parquet" bars are noise
+    try:
+        _build_into(tmp, args)
+        try:
+            os.rename(tmp, root)
+        except OSError:  # somebody else finished first: fine if it is the same build
+            if not _check_existing(root, args):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if not bars_were_off:
+            enable_progress_bars()
+    log.info(
+        "built synthetic MLLMU-Bench (%d profiles, %d celebrities) at %s in %.1fs",
+        num_profiles,
+        num_celebrities,
+        root,
+        time.perf_counter() - start,
+    )
+    return root
+
+
+def _build_into(out: Path, args: dict[str, Any]) -> None:
+    """Generate every config into the (temporary) folder ``out``."""
+    seed, size, views = args["seed"], args["image_size"], args["test_views"]
+    profiles, celebrities = make_profiles(args["num_profiles"], args["num_celebrities"], seed)
+
+    eval_rows: dict[str, dict[str, Any]] = {}
+    ft_rows: list[dict[str, Any]] = []
+    test_rows: list[dict[str, Any]] = []
+    for group, celeb in ((profiles, False), (celebrities, True)):
+        pools = _pools(group, celeb)
+        for p in group:
+            portrait = draw_portrait(p.traits, size)
+            image = {"bytes": png_bytes(portrait), "path": f"{p.id}.png"}
+            row = eval_row(p, pools, seed)
+            facts = row.pop("_facts")
+            eval_rows[p.id] = {"image": image, **row}
+            items = ft_items(p, facts, pools, seed)
+            ft_rows.append({"image": image, "ID": p.id, "metadata": json.dumps(items)})
+            if not celeb:
+                shots = make_views(portrait, views, seed=hash_seed(seed, p.id))
+                test_images = [
+                    {"bytes": png_bytes(v), "path": f"{p.id}_pose{k}_gen1.png"}
+                    for k, v in enumerate(shots)
+                ]
+                test_rows.append({"images": test_images, **row})
+
+    ids = [p.id for p in profiles]
+    full = [eval_rows[i] for i in ids]
+    _write(full, EVAL_FEATURES, out / "Full_Set")
+    for r in FORGET_RATIOS:
+        forget = set(forget_ids(ids, r, seed))
+        _write([eval_rows[i] for i in ids if i in forget], EVAL_FEATURES, out / f"forget_{r}")
+        retain = [eval_rows[i] for i in ids if i not in forget]
+        _write(retain, EVAL_FEATURES, out / f"retain_{100 - r}")
+    _write(test_rows, TEST_FEATURES, out / "Test_Set")
+    _write([eval_rows[c.id] for c in celebrities], EVAL_FEATURES, out / "Retain_Set")
+    _write(ft_rows, FT_FEATURES, out / "ft_Data")
+    (out / "README.md").write_text(_readme(args))
+    (out / MARKER).write_text(json.dumps(args, indent=2, sort_keys=True) + "\n")
+
+
+def hash_seed(seed: int, key: str) -> int:
+    """Stable per-item integer seed (Python's ``hash`` is salted per process)."""
+    return random.Random(f"{seed}-{key}").getrandbits(32)
+
+
+def profile_records(
+    num_profiles: int = 60, num_celebrities: int = 20, seed: int = 0
+) -> list[dict[str, Any]]:
+    """The world's facts as plain dicts (for tests and reports; not needed to load data)."""
+    profiles, celebrities = make_profiles(num_profiles, num_celebrities, seed)
+    return [
+        {**{k: v for k, v in asdict(p).items() if k != "traits"}, "traits": asdict(p.traits)}
+        for p in profiles + celebrities
+    ]

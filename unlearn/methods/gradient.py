@@ -1,0 +1,50 @@
+"""Likelihood-based objectives: fine-tuning, gradient ascent and gradient difference.
+
+Formulas: shared/reference/methods.md §4. Losses are over the labelled tokens the collator
+marks (answer tokens by default, ``loss_scope: full`` for the official MLLMU convention).
+"""
+
+from __future__ import annotations
+
+from unlearn.methods.base import LossOutput, Objective
+from unlearn.methods.losses import nll
+
+
+class FineTune(Objective):
+    """Plain NLL on the ``train`` split: the vanilla (knowledge-injection) stage."""
+
+    splits = ("train",)
+
+    def __call__(self, model, batch, reference=None) -> LossOutput:
+        loss = nll(model, batch["train"])
+        return LossOutput(loss, {"nll": loss.detach()})
+
+
+class GradientAscent(Objective):
+    """GA: L = -NLL(forget), token mean over the batch."""
+
+    splits = ("forget",)
+
+    def __call__(self, model, batch, reference=None) -> LossOutput:
+        forget_nll = nll(model, batch["forget"])
+        return LossOutput(-forget_nll, {"forget_nll": forget_nll.detach()})
+
+
+class GradientDifference(Objective):
+    """GA_Diff: L = -NLL(forget) + retain_weight * NLL(retain), one paired step per batch.
+
+    The paired form follows OpenUnlearning (one forget batch with one random retain batch);
+    MLLMU-Bench's official script makes sequential passes instead (methods.md §4.1).
+    """
+
+    splits = ("forget", "retain")
+
+    def __init__(self, retain_weight: float = 1.0):
+        self.retain_weight = retain_weight
+
+    def __call__(self, model, batch, reference=None) -> LossOutput:
+        forget_nll = nll(model, batch["forget"])
+        retain_nll = nll(model, batch["retain"])
+        loss = -forget_nll + self.retain_weight * retain_nll
+        return LossOutput(loss, {"forget_nll": forget_nll.detach(),
+                                 "retain_nll": retain_nll.detach()})

@@ -1,0 +1,62 @@
+"""Token log-likelihoods and their reductions, shared by every objective.
+
+Reductions are explicit because the papers differ: HF/MLLMU use the token mean over the batch,
+NPO/DPO use per-sequence sums. Log-softmax is taken only at supervised positions, which keeps
+memory at (labelled tokens x vocab) instead of (all tokens x vocab).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+IGNORE = -100
+REDUCTIONS: tuple[str, ...] = ("token_mean", "sequence_sum", "sequence_mean")
+
+
+def model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Everything but the labels: HF models would otherwise compute their own loss."""
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def logits_of(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return model(**model_inputs(batch)).logits
+
+
+def shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits predicting token t+1 and the labels they predict."""
+    return logits[:, :-1], labels[:, 1:]
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each label token (0 where ignored) and the label mask, both (B, T-1)."""
+    logits, labels = shifted(logits, labels)
+    mask = labels != IGNORE
+    logp = torch.zeros(labels.shape, dtype=torch.float32, device=logits.device)
+    picked = logits[mask].float().log_softmax(-1)
+    logp[mask] = picked.gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1)
+    return logp, mask
+
+
+def reduce_nll(logp: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Negative log-likelihood under one of ``REDUCTIONS``.
+
+    ``token_mean``: scalar, mean over every labelled token of the batch (HF ``outputs.loss``);
+    ``sequence_sum``: (B,), -log p(y|x) of each sequence; ``sequence_mean``: (B,), per-token
+    mean within each sequence.
+    """
+    if reduction == "token_mean":
+        return -(logp * mask).sum() / mask.sum().clamp(min=1)
+    if reduction == "sequence_sum":
+        return -(logp * mask).sum(1)
+    if reduction == "sequence_mean":
+        return -(logp * mask).sum(1) / mask.sum(1).clamp(min=1)
+    raise ValueError(f"reduction={reduction!r} is not one of {list(REDUCTIONS)}")
+
+
+def nll(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
+        reduction: str = "token_mean") -> torch.Tensor:
+    logp, mask = token_logprobs(logits_of(model, batch), batch["labels"])
+    return reduce_nll(logp, mask, reduction)
+

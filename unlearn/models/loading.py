@@ -1,0 +1,104 @@
+"""Load a model + processor from a ``model`` config: tiny (built offline) or pretrained.
+
+Pretrained ids, local checkpoint dirs and cached fine-tuned models all go through the same
+family-specific ``from_pretrained``, so the path that serves ``llava-hf/llava-1.5-7b-hf`` is the one
+the tiny tests exercise after :func:`save_checkpoint`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    LlavaForConditionalGeneration,
+    PreTrainedModel,
+    ProcessorMixin,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLForConditionalGeneration,
+)
+
+from unlearn.models.tiny import ARCHS, build_tiny, load_tiny_processor, set_generation_defaults
+
+FAMILIES: tuple[str, ...] = ARCHS
+SOURCES: tuple[str, ...] = ("tiny", "pretrained")
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+}
+MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "llava": LlavaForConditionalGeneration,
+    "qwen2_vl": Qwen2VLForConditionalGeneration,
+    "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+}
+
+
+def _choice(value: str, allowed: tuple[str, ...] | dict, what: str) -> str:
+    """Reject config typos with the allowed values in the message."""
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; allowed: {list(allowed)}")
+    return value
+
+
+def load_model_and_processor(
+    cfg: Mapping[str, Any], extra_corpus: Sequence[str] | None = None
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Model (in eval mode, like ``from_pretrained`` returns it) and processor for a config.
+
+    ``source=tiny`` builds a fresh model deterministically from ``tiny.seed`` (``tiny.size``,
+    ``tiny.image_size``), its tokenizer also trained on ``extra_corpus`` (the benchmark's texts,
+    so its names cost few tokens); ``source=pretrained`` loads ``pretrained_id`` (hub id or local
+    dir) and ignores ``extra_corpus``.
+    """
+    family = _choice(cfg["family"], FAMILIES, "model family")
+    source = _choice(cfg.get("source", "pretrained"), SOURCES, "model source")
+    dtype = DTYPES[_choice(cfg.get("dtype", "float32"), DTYPES, "dtype")]
+    attn = cfg.get("attn_implementation")
+    if source == "pretrained":
+        return _from_pretrained(cfg["pretrained_id"], family, dtype, attn)
+    tiny = cfg.get("tiny") or {}
+    model, processor = build_tiny(
+        family, size=tiny.get("size", "tiny"), image_size=tiny.get("image_size"),
+        seed=tiny.get("seed", 0), extra_corpus=extra_corpus,
+    )
+    if attn:
+        model.set_attn_implementation(attn)
+    return model.to(dtype).eval(), processor
+
+
+def save_checkpoint(model: PreTrainedModel, processor: ProcessorMixin, path: str | Path) -> Path:
+    """Write model + processor to ``path`` so :func:`load_checkpoint` reloads them offline.
+
+    A peft model must be merged first (``merge_and_unload``): its ``save_pretrained`` would
+    write the adapter only.
+    """
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(f"expected a transformers model, got {type(model).__name__}; "
+                        "merge adapters first")
+    path = Path(path)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def load_checkpoint(
+    path: str | Path, family: str, dtype: str = "float32", attn_implementation: str | None = None
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Reload a :func:`save_checkpoint` directory through the pretrained path."""
+    family = _choice(family, FAMILIES, "model family")
+    torch_dtype = DTYPES[_choice(dtype, DTYPES, "dtype")]
+    return _from_pretrained(str(path), family, torch_dtype, attn_implementation)
+
+
+def _from_pretrained(
+    source: str, family: str, dtype: torch.dtype, attn: str | None
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Load with the family's class, so ``family`` (not the checkpoint's guess) picks the model."""
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if attn:
+        kwargs["attn_implementation"] = attn
+    model = MODEL_CLASSES[family].from_pretrained(source, **kwargs)
+    processor = load_tiny_processor(source, family)
+    set_generation_defaults(model, processor.tokenizer)
+    return model, processor

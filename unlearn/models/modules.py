@@ -1,0 +1,124 @@
+"""Parameter groups per architecture and the ``trainable_modules`` scopes built from them.
+
+Groups (transformers 5.x layout, G9):
+
+* ``vision``: the vision encoder without its projector (LLaVA ``model.vision_tower``; Qwen
+  ``model.visual`` minus ``merger``).
+* ``projector``: LLaVA ``model.multi_modal_projector``; Qwen ``model.visual.merger``.
+* ``language``: ``model.language_model`` **and** ``lm_head``. Token embeddings and the output head
+  are text-side weights that LLaVA-1.5 / Qwen train with the LM (image positions take projector
+  outputs, not embeddings), so "language" unlearning must be able to change them.
+
+A scope is a tuple of groups (``lm_connector`` = language + projector), so a new scope is one
+entry in :data:`SCOPES`; "lora" needs one more group (adapter weights, matched by name before the
+prefix groups in :func:`group_of`).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from unlearn.models.tiny import ARCHS
+
+GROUPS: tuple[str, ...] = ("vision", "projector", "language")
+OTHER = "other"  # parameters no group claims (e.g. added by a wrapper); trained by "all" only
+SCOPES: dict[str, tuple[str, ...]] = {
+    "all": (*GROUPS, OTHER),
+    "vision": ("vision", "projector"),
+    "language": ("language",),
+    "lm_connector": ("language", "projector"),
+    "projector": ("projector",),
+    "none": (),
+}
+
+
+def _unwrap(model: torch.nn.Module) -> tuple[PreTrainedModel, str]:
+    """The outermost transformers model inside wrappers (peft) and the name prefix leading to it."""
+    for name, module in model.named_modules():
+        if isinstance(module, PreTrainedModel):
+            return module, f"{name}." if name else ""
+    raise TypeError(f"no transformers PreTrainedModel inside {type(model).__name__}")
+
+
+def model_family(model: torch.nn.Module) -> str:
+    """``llava`` / ``qwen2_vl`` / ``qwen2_5_vl`` from the config, through any wrapper."""
+    family = _unwrap(model)[0].config.model_type
+    if family not in ARCHS:
+        raise ValueError(f"unsupported model_type {family!r}; allowed: {list(ARCHS)}")
+    return family
+
+
+def module_groups(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Parameter-name prefixes (ending in ``.``) of each group, as ``named_parameters`` spells them.
+
+    Qwen's vision prefixes are the children of ``model.visual`` other than ``merger`` that hold
+    parameters, so the vision and projector groups stay disjoint.
+    """
+    inner, prefix = _unwrap(model)
+    if model_family(model) == "llava":
+        groups = {
+            "vision": ["model.vision_tower."],
+            "projector": ["model.multi_modal_projector."],
+        }
+    else:
+        groups = {
+            "vision": [
+                f"model.visual.{name}."
+                for name, child in inner.model.visual.named_children()
+                if name != "merger" and any(True for _ in child.parameters())
+            ],
+            "projector": ["model.visual.merger."],
+        }
+    groups["language"] = ["model.language_model.", "lm_head."]
+    return {group: [prefix + p for p in prefixes] for group, prefixes in groups.items()}
+
+
+def group_of(name: str, groups: dict[str, list[str]]) -> str:
+    """The group a parameter name belongs to; :data:`OTHER` for names no group claims."""
+    return next((g for g, prefixes in groups.items() if name.startswith(tuple(prefixes))), OTHER)
+
+
+def unused_parameters(model: torch.nn.Module) -> list[str]:
+    """Names of parameters that never receive gradients by construction (G1).
+
+    LLaVA takes image features from ``hidden_states[vision_feature_layer]`` of CLIP (-2 for
+    LLaVA-1.5), so the encoder layers after it and ``post_layernorm`` (pooled output only) are
+    unused. Plain DDP fails on them unless they are frozen. Qwen uses every parameter.
+    """
+    if model_family(model) != "llava":
+        return []
+    inner, prefix = _unwrap(model)
+    layers = inner.config.vision_config.num_hidden_layers
+    selected = inner.config.vision_feature_layer
+    selected = [selected] if isinstance(selected, int) else list(selected)
+    n_used = max(k if k >= 0 else layers + 1 + k for k in selected)
+    tower = f"{prefix}model.vision_tower."
+    unused = [f"{tower}post_layernorm."] + [
+        f"{tower}encoder.layers.{i}." for i in range(n_used, layers)
+    ]
+    return [name for name, _ in model.named_parameters() if name.startswith(tuple(unused))]
+
+
+def select_trainable(model: torch.nn.Module, scope: str) -> dict:
+    """Set ``requires_grad`` for a scope and freeze :func:`unused_parameters` in every scope.
+
+    Returns element counts ``{"trainable": n, "frozen": n, "by_group": {group: {"trainable": n,
+    "frozen": n}}}``; ``by_group`` lists :data:`OTHER` only when some parameter falls in it.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"unknown trainable scope {scope!r}; allowed: {list(SCOPES)}")
+    groups = module_groups(model)
+    unused = set(unused_parameters(model))
+    by_group = {g: {"trainable": 0, "frozen": 0} for g in GROUPS}
+    for name, param in model.named_parameters():
+        group = group_of(name, groups)
+        train = group in SCOPES[scope] and name not in unused
+        param.requires_grad_(train)
+        counts = by_group.setdefault(group, {"trainable": 0, "frozen": 0})
+        counts["trainable" if train else "frozen"] += param.numel()
+    return {
+        "trainable": sum(c["trainable"] for c in by_group.values()),
+        "frozen": sum(c["frozen"] for c in by_group.values()),
+        "by_group": by_group,
+    }

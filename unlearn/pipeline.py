@@ -1,0 +1,145 @@
+"""The whole run: benchmark -> vanilla model -> base eval -> unlearn -> eval -> results."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from unlearn.config import validate
+from unlearn.data.mllmu import MLLMUBench
+from unlearn.data.synthetic import build_synthetic_mllmu
+from unlearn.eval.evaluator import evaluate
+from unlearn.loggers import build_logger
+from unlearn.models.modules import select_trainable
+from unlearn.results import (
+    claim_run_dir,
+    print_results,
+    write_config,
+    write_json,
+    write_jsonl,
+)
+from unlearn.train import fit
+from unlearn.utils import atomic_dir, fingerprint, library_versions, plain
+from unlearn.vanilla import vanilla_model
+
+log = logging.getLogger(__name__)
+
+
+def load_benchmark(cfg: DictConfig) -> MLLMUBench:
+    """Build the synthetic twin if asked for, then read it (or the real one) by one loader."""
+    if cfg.data.get("synthetic"):
+        build_synthetic_mllmu(cfg.data.source, **plain(cfg.data.synthetic))
+    return MLLMUBench(cfg.data.source, forget_ratio=int(cfg.forget_ratio),
+                      seed=cfg.seed)
+
+
+def eval_splits(cfg: DictConfig, bench: MLLMUBench) -> dict[str, list]:
+    return {name: getattr(bench, name)() for name in cfg.eval.splits}
+
+
+def run_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict) -> tuple[dict, list]:
+    e = cfg.eval
+    return evaluate(model, processor, cfg.model.family, splits,
+                    max_new_tokens=e.max_new_tokens, batch_size=int(e.batch_size),
+                    letter_parser=e.letter_parser)
+
+
+def base_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict, key: str
+              ) -> tuple[dict, list, bool]:
+    """Base-model results, cached under the model/data/eval fingerprint."""
+    path = Path(cfg.paths.cache_dir) / "base_eval" / key
+    if cfg.eval.cache_base and (path / "metrics.json").exists():
+        import json
+        metrics = json.loads((path / "metrics.json").read_text())
+        records = [json.loads(line) for line in (path / "generations.jsonl").open()]
+        return metrics, records, True
+    metrics, records = run_eval(cfg, model, processor, splits)
+    if cfg.eval.cache_base:
+        with atomic_dir(path) as tmp:
+            write_json(tmp / "metrics.json", metrics)
+            write_jsonl(tmp / "generations.jsonl", records)
+    return metrics, records, False
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run every stage and write the run directory; returns metrics.json's content."""
+    validate(cfg)
+    claim_run_dir(run_dir)
+    write_config(run_dir, cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    timings: dict[str, float] = {}
+    t0 = time.time()
+
+    bench = load_benchmark(cfg)
+    splits = eval_splits(cfg, bench)
+    timings["benchmark"] = time.time() - t0
+
+    t = time.time()
+    model, processor, provenance = vanilla_model(cfg, bench)
+    timings["vanilla"] = time.time() - t
+
+    t = time.time()
+    eval_key = fingerprint({"model": provenance["fingerprint"], "data": bench.fingerprint(),
+                            "forget": bench.forget_ids, "eval": plain(cfg.eval),
+                            "family": cfg.model.family})
+    base_metrics, base_records, base_cached = base_eval(cfg, model, processor, splits, eval_key)
+    timings["base_eval"] = time.time() - t
+    results: dict[str, Any] = {"base": base_metrics}
+    records = [dict(r, model="base") for r in base_records]
+
+    manifest: dict[str, Any] = {
+        "run_name": cfg.run_name, "seed": cfg.seed, "git_commit": git_commit(),
+        "python": platform.python_version(), "versions": library_versions(),
+        "dataset": {"source": str(cfg.data.source), "fingerprint": bench.fingerprint(),
+                    "forget_ratio": int(cfg.forget_ratio),
+                    "forget_ids": list(bench.forget_ids)},
+        "model": {"name": cfg.model.name, **provenance},
+        "base_eval_cached": base_cached,
+    }
+    if cfg.method.objective is not None:
+        t = time.time()
+        objective = instantiate(cfg.method.objective)
+        counts = select_trainable(model, cfg.trainable_modules.scope)
+        log.info("trainable parameters: %s", counts)
+        reference = copy.deepcopy(model) if objective.needs_reference else None
+        train_sets = {"forget": bench.forget_train(), "retain": bench.retain_train()}
+        trainer = fit(model, processor, cfg.model.family, objective, train_sets, cfg.method,
+                      cfg.trainer, seed=cfg.seed, logger=build_logger(cfg, run_dir),
+                      reference=reference)
+        timings["unlearn"] = time.time() - t
+        if trainer.global_rank != 0:
+            return {}
+        manifest |= {
+            "world_size": trainer.world_size,
+            "effective_batch_size": int(cfg.method.batch_size) * trainer.world_size
+            * trainer.accumulate_grad_batches,
+            "parameters": counts,
+        }
+        t = time.time()
+        results["unlearned"], new_records = run_eval(cfg, model, processor, splits)
+        timings["unlearned_eval"] = time.time() - t
+        records += [dict(r, model="unlearned") for r in new_records]
+
+    manifest["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    write_json(run_dir / "metrics.json", results)
+    write_jsonl(run_dir / "generations.jsonl", records)
+    write_json(run_dir / "manifest.json", manifest)
+    print_results(results, title=f"{cfg.run_name}  →  {run_dir}")
+    return results

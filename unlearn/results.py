@@ -1,0 +1,63 @@
+"""The run directory: resolved config, metrics.json, generations.jsonl, manifest, the table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+Metrics = Mapping[str, Mapping[str, Mapping[str, float]]]
+TABLE_METRICS = {"class_acc": "class", "cloze_acc": "cloze", "gen_rougeL": "ROUGE-L",
+                 "gen_bleu": "BLEU"}
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Refuse to write into a directory that already holds results."""
+    if (run_dir / "metrics.json").exists():
+        raise FileExistsError(f"{run_dir} already holds metrics.json; results are never "
+                              "overwritten: choose another hydra.run.dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_json(path: Path, obj: object) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping]) -> None:
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row, default=str) + "\n")
+
+
+def write_config(run_dir: Path, cfg: DictConfig) -> None:
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def results_table(results: Mapping[str, Metrics], title: str = "") -> Table:
+    """One row per split x modality; for each metric the base -> unlearned values."""
+    stages = [s for s in ("base", "unlearned") if s in results]
+    table = Table(title=title or None)
+    table.add_column("split")
+    table.add_column("modality")
+    for label in TABLE_METRICS.values():
+        table.add_column(label + (" (base → unlearned)" if len(stages) > 1 else ""),
+                         justify="right")
+    first = results[stages[0]]
+    for split, by_mod in first.items():
+        for modality in by_mod:
+            cells = []
+            for metric in TABLE_METRICS:
+                values = [results[s].get(split, {}).get(modality, {}).get(metric)
+                          for s in stages]
+                cells.append(" → ".join("-" if v is None else f"{v:.3f}" for v in values))
+            table.add_row(split, modality.replace("_", "+"), *cells)
+    return table
+
+
+def print_results(results: Mapping[str, Metrics], title: str = "") -> None:
+    Console().print(results_table(results, title))
+

@@ -1,0 +1,49 @@
+"""Build the Lightning trainer, data module and module for one training stage, and fit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from unlearn.data.collate import Collator
+from unlearn.data.datamodule import UnlearnDataModule
+from unlearn.data.schema import Sample
+from unlearn.methods.base import Objective
+from unlearn.module import UnlearnModule
+from unlearn.utils import plain
+
+
+def trainer_kwargs(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """Lightning Trainer arguments from the ``trainer`` group (strategy may be a _target_)."""
+    kwargs = {k: v for k, v in plain(trainer_cfg).items() if k != "name"}
+    if isinstance(kwargs.get("strategy"), dict):
+        kwargs["strategy"] = instantiate(trainer_cfg.strategy)
+    return kwargs
+
+
+def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objective,
+        splits: Mapping[str, Sequence[Sample]], stage_cfg: DictConfig, trainer_cfg: DictConfig,
+        *, seed: int, logger: Any = False, reference: torch.nn.Module | None = None,
+        callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """Train ``model`` in place on ``splits`` with ``objective``.
+
+    ``stage_cfg`` carries epochs, batch_size, loss_scope and optim (a ``method`` node or the
+    model's ``vanilla`` node).
+    """
+    collate = Collator(processor, family, with_answer=True, loss_scope=stage_cfg.loss_scope)
+    data = UnlearnDataModule({name: splits[name] for name in objective.splits}, collate,
+                             batch_size=int(stage_cfg.batch_size), seed=seed)
+    module = UnlearnModule(model, objective, plain(stage_cfg.optim), reference=reference)
+    trainer = L.Trainer(max_epochs=int(stage_cfg.epochs), logger=logger,
+                        enable_checkpointing=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, callbacks=list(callbacks),
+                        **trainer_kwargs(trainer_cfg))
+    model.train()
+    trainer.fit(module, datamodule=data)
+    model.eval()
+    return trainer

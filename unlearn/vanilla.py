@@ -1,0 +1,81 @@
+"""The vanilla (knowledge-injection) stage: fine-tune the base model on every profile.
+
+MLLMU-Bench unlearns a model that was first fine-tuned on the benchmark's ``ft_Data`` so it
+knows the fictitious people. The result is cached under a hash of everything that produced
+it; real models can instead name a published vanilla checkpoint (``model.vanilla.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from unlearn.data.prompts import (
+    CLOZE_INSTRUCTION,
+    GEN_INSTRUCTION_IMAGE,
+    GEN_INSTRUCTION_TEXT,
+    MCQ_INSTRUCTION,
+)
+from unlearn.data.schema import Sample
+from unlearn.methods.gradient import FineTune
+from unlearn.models.loading import load_checkpoint, load_model_and_processor, save_checkpoint
+from unlearn.models.modules import select_trainable
+from unlearn.train import fit
+from unlearn.utils import atomic_dir, fingerprint, library_versions, plain
+
+log = logging.getLogger(__name__)
+
+
+def tokenizer_corpus(samples: list[Sample]) -> list[str]:
+    """Texts a tiny model's tokenizer is trained on, so names and answers cost few tokens.
+
+    Only the segmentation is learned from them (like a pre-trained tokenizer knowing the
+    language); the facts are learned by fine-tuning.
+    """
+    fixed = [MCQ_INSTRUCTION, CLOZE_INSTRUCTION, GEN_INSTRUCTION_IMAGE, GEN_INSTRUCTION_TEXT]
+    return fixed + [" ".join([s.question, s.answer, *(s.options or {}).values()])
+                    for s in samples]
+
+
+def vanilla_key(cfg: DictConfig, data_fingerprint: str) -> str:
+    """Hash of what produces the vanilla model: model, recipe, data, seed, library versions."""
+    model_cfg = plain(cfg.model)
+    return fingerprint({"model": model_cfg, "data": data_fingerprint, "seed": cfg.seed,
+                        "trainer": plain(cfg.trainer), "versions": library_versions()})
+
+
+def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
+    """The pre-unlearning model and processor, plus provenance for the manifest."""
+    mcfg = cfg.model
+    published = mcfg.vanilla.get("checkpoint")
+    if published:
+        pre = OmegaConf.merge(mcfg, {"source": "pretrained", "pretrained_id": published})
+        model, processor = load_model_and_processor(pre)
+        return model, processor, {"vanilla": published, "fingerprint": f"published:{published}"}
+    key = vanilla_key(cfg, bench.fingerprint(["ft_Data"]))
+    path = Path(cfg.paths.cache_dir) / "vanilla" / f"{mcfg.name}-{key}"
+    info = {"vanilla": str(path), "fingerprint": key}
+    if (path / "vanilla.json").exists():
+        log.info("vanilla model: reusing %s", path)
+        model, processor = load_checkpoint(str(path), mcfg.family, mcfg.dtype)
+        return model, processor, info | {"cached": True}
+    train = bench.finetune()
+    model, processor = load_model_and_processor(mcfg, extra_corpus=tokenizer_corpus(train))
+    counts = select_trainable(model, mcfg.vanilla.trainable)
+    log.info("vanilla fine-tune on %d items, %s", len(train), counts)
+    start = time.time()
+    trainer = fit(model, processor, mcfg.family, FineTune(), {"train": train}, mcfg.vanilla,
+                  cfg.trainer, seed=cfg.seed)
+    seconds = time.time() - start
+    if trainer.global_rank == 0:
+        with atomic_dir(path) as tmp:
+            save_checkpoint(model, processor, str(tmp))
+            (tmp / "vanilla.json").write_text(json.dumps(
+                {"key": key, "items": len(train), "seconds": seconds,
+                 "config": plain(mcfg)}, indent=2))
+    return model, processor, info | {"cached": False, "seconds": round(seconds, 1)}
