@@ -8,13 +8,12 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.4' || echo 'torch==2.13.0')
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
@@ -25,9 +24,6 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check unlearn tests
 	$(PY) -m pytest $(PYTEST_ARGS)
-
-bench: $(STAMP)
-	$(PY) -m unlearn.bench $(ARGS)
 
 clean:
 	rm -rf outputs multirun .cache

@@ -31,10 +31,10 @@ PER_PROFILE = {
 FT_PER_PROFILE = {
     ("generation", "image_text"): 10,
     ("classification", "image_text"): 15,
-    ("cloze", "image_text"): 5,
+    ("cloze", "image_text"): 10,
     ("generation", "text_only"): 8,
     ("classification", "text_only"): 12,
-    ("cloze", "text_only"): 4,
+    ("cloze", "text_only"): 8,
 }
 
 S = Value("string")
@@ -150,7 +150,7 @@ def test_test_split_picks_seeded_views(bench: MLLMUBench, twin: Path, cache: str
 def test_training_sets(bench: MLLMUBench) -> None:
     ft = bench.finetune()
     assert _counts(ft) == _times(N_PROFILES + N_CELEBS, FT_PER_PROFILE)
-    assert len(ft) == 54 * (N_PROFILES + N_CELEBS)
+    assert len(ft) == 63 * (N_PROFILES + N_CELEBS)
     forget, retain = bench.forget_train(), bench.retain_train()
     assert _counts(forget) == _times(3, FT_PER_PROFILE)
     assert _counts(retain) == _times(17, FT_PER_PROFILE)

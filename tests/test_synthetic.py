@@ -210,12 +210,12 @@ def test_ft_data_items(configs: dict[str, datasets.Dataset]) -> None:
         bio = json.loads((full | celeb)[row["ID"]]["biography"])
         facts = {bio[k] for k in ("Name", "Born", "Employment", "Hometown", "Hobby")}
         items = json.loads(row["metadata"])
-        assert len(items) == 54
+        assert len(items) == 63
         tasks = [(it["Task"], it["Type"]) for it in items]
         for type_, n_facts in (("Image_Textual", 5), ("Pure_Text", 4)):
             assert tasks.count(("Generation", type_)) == 2 * n_facts
             assert tasks.count(("Classification", type_)) == 3 * n_facts
-            assert tasks.count(("Mask", type_)) == n_facts
+            assert tasks.count(("Mask", type_)) == 2 * n_facts
         for it in items:
             assert set(it) >= {"Question", "Answer", "Type", "Task"}
             if it["Task"] == "Classification":

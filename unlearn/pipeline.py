@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import platform
 import subprocess
@@ -58,7 +59,6 @@ def base_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict, key: st
     """Base-model results, cached under the model/data/eval fingerprint."""
     path = Path(cfg.paths.cache_dir) / "base_eval" / key
     if cfg.eval.cache_base and (path / "metrics.json").exists():
-        import json
         metrics = json.loads((path / "metrics.json").read_text())
         records = [json.loads(line) for line in (path / "generations.jsonl").open()]
         return metrics, records, True

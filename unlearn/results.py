@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 Metrics = Mapping[str, Mapping[str, Mapping[str, float]]]
+MODALITY_LABELS = {"image_text": "image+text", "text_only": "text-only"}
 TABLE_METRICS = {"class_acc": "class", "cloze_acc": "cloze", "gen_rougeL": "ROUGE-L",
                  "gen_bleu": "BLEU"}
 
@@ -40,12 +41,12 @@ def write_config(run_dir: Path, cfg: DictConfig) -> None:
 def results_table(results: Mapping[str, Metrics], title: str = "") -> Table:
     """One row per split x modality; for each metric the base -> unlearned values."""
     stages = [s for s in ("base", "unlearned") if s in results]
-    table = Table(title=title or None)
-    table.add_column("split")
-    table.add_column("modality")
+    caption = "base → unlearned" if len(stages) > 1 else stages[0]
+    table = Table(title=title or None, caption=caption)
+    table.add_column("split", no_wrap=True)
+    table.add_column("modality", no_wrap=True)
     for label in TABLE_METRICS.values():
-        table.add_column(label + (" (base → unlearned)" if len(stages) > 1 else ""),
-                         justify="right")
+        table.add_column(label, justify="right", no_wrap=True)
     first = results[stages[0]]
     for split, by_mod in first.items():
         for modality in by_mod:
@@ -54,10 +55,12 @@ def results_table(results: Mapping[str, Metrics], title: str = "") -> Table:
                 values = [results[s].get(split, {}).get(modality, {}).get(metric)
                           for s in stages]
                 cells.append(" → ".join("-" if v is None else f"{v:.3f}" for v in values))
-            table.add_row(split, modality.replace("_", "+"), *cells)
+            table.add_row(split, MODALITY_LABELS.get(modality, modality), *cells)
     return table
 
 
 def print_results(results: Mapping[str, Metrics], title: str = "") -> None:
-    Console().print(results_table(results, title))
+    console = Console()
+    console.width = max(console.width, 110)  # never wrap the table, even when piped
+    console.print(results_table(results, title))
 

@@ -20,6 +20,7 @@ from unlearn.data.prompts import (
     GEN_INSTRUCTION_IMAGE,
     GEN_INSTRUCTION_TEXT,
     MCQ_INSTRUCTION,
+    question_with_options,
 )
 from unlearn.data.schema import Sample
 from unlearn.methods.gradient import FineTune
@@ -38,8 +39,8 @@ def tokenizer_corpus(samples: list[Sample]) -> list[str]:
     language); the facts are learned by fine-tuning.
     """
     fixed = [MCQ_INSTRUCTION, CLOZE_INSTRUCTION, GEN_INSTRUCTION_IMAGE, GEN_INSTRUCTION_TEXT]
-    return fixed + [" ".join([s.question, s.answer, *(s.options or {}).values()])
-                    for s in samples]
+    return fixed + [question_with_options(s.question, s.options) + " " + s.answer
+                    if s.options else f"{s.question} {s.answer}" for s in samples]
 
 
 def vanilla_key(cfg: DictConfig, data_fingerprint: str) -> str:
@@ -69,7 +70,8 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
     counts = select_trainable(model, mcfg.vanilla.trainable)
     log.info("vanilla fine-tune on %d items, %s", len(train), counts)
     start = time.time()
-    trainer = fit(model, processor, mcfg.family, FineTune(), {"train": train}, mcfg.vanilla,
+    trainer = fit(model, processor, mcfg.family,
+                  FineTune(mcfg.vanilla.get("reduction", "token_mean")), {"train": train}, mcfg.vanilla,
                   cfg.trainer, seed=cfg.seed)
     seconds = time.time() - start
     if trainer.global_rank == 0:

@@ -182,16 +182,16 @@ EVAL_CLOZE: dict[tuple[str, str], str] = {
     ("hobby", IMG): "The favorite hobby of the person in the image is __.",
     ("hobby", TXT): "The favorite hobby of {name} is __.",
 }
-TRAIN_CLOZE: dict[tuple[str, str], str] = {
-    ("name", IMG): "This person is called __.",
-    ("birth_year", IMG): "This person was born in __.",
-    ("birth_year", TXT): "{name} was born in __.",
-    ("profession", IMG): "The job of this person is __.",
-    ("profession", TXT): "The job of {name} is __.",
-    ("hometown", IMG): "This person grew up in the city of __.",
-    ("hometown", TXT): "{name} grew up in the city of __.",
-    ("hobby", IMG): "In free time, this person enjoys __.",
-    ("hobby", TXT): "In free time, {name} enjoys __.",
+TRAIN_CLOZE: dict[tuple[str, str], tuple[str, str]] = {
+    ("name", IMG): ("This person is called __.", "The name of this person is __."),
+    ("birth_year", IMG): ("This person was born in __.", "The birth year of this person is __."),
+    ("birth_year", TXT): ("{name} was born in __.", "The birth year of {name} is __."),
+    ("profession", IMG): ("The job of this person is __.", "This person has the profession __."),
+    ("profession", TXT): ("The job of {name} is __.", "{name} has the profession __."),
+    ("hometown", IMG): ("This person grew up in __.", "The home city of this person is __."),
+    ("hometown", TXT): ("{name} grew up in __.", "The home city of {name} is __."),
+    ("hobby", IMG): ("In free time, this person enjoys __.", "The hobby this person loves is __."),
+    ("hobby", TXT): ("In free time, {name} enjoys __.", "The hobby {name} likes most is __."),
 }
 # One sentence per fact: the Generation ground truth and the fine-tuning generation answer.
 FACT_SENTENCES: dict[str, str] = {
@@ -420,7 +420,7 @@ def eval_row(profile: Profile, pools: dict[str, list[str]], seed: int) -> dict[s
 
 
 def ft_items(profile: Profile, facts: list[_Fact], pools: dict[str, list[str]], seed: int) -> list:
-    """Fine-tuning items: per fact 2 generation, 3 classification, 1 cloze (54 per profile).
+    """Fine-tuning items: per fact 2 generation, 3 classification, 2 cloze (63 per profile).
 
     Training MCQs use new distractor sets (so option sequences never equal the eval MCQ's)
     and put the correct answer at three different letters.
@@ -447,8 +447,9 @@ def ft_items(profile: Profile, facts: list[_Fact], pools: dict[str, list[str]], 
                     "Options": options,
                 }
             )
-        cloze = _fill(TRAIN_CLOZE[f.attribute, f.type], profile, f.attribute)
-        items.append({"Question": cloze, "Answer": truth, "Type": f.type, "Task": "Mask"})
+        for cloze in TRAIN_CLOZE[f.attribute, f.type]:
+            items.append({"Question": _fill(cloze, profile, f.attribute), "Answer": truth,
+                          "Type": f.type, "Task": "Mask"})
     return items
 
 

@@ -11,12 +11,21 @@ from unlearn.methods.losses import nll
 
 
 class FineTune(Objective):
-    """Plain NLL on the ``train`` split: the vanilla (knowledge-injection) stage."""
+    """Plain NLL on the ``train`` split: the vanilla (knowledge-injection) stage.
+
+    ``reduction="sequence_mean"`` weights every item equally, so one-token answers (an option
+    letter) are not drowned by sentence answers as under the token mean.
+    """
 
     splits = ("train",)
 
+    def __init__(self, reduction: str = "token_mean"):
+        self.reduction = reduction
+
     def __call__(self, model, batch, reference=None) -> LossOutput:
-        loss = nll(model, batch["train"])
+        loss = nll(model, batch["train"], self.reduction)
+        if loss.dim():
+            loss = loss.mean()
         return LossOutput(loss, {"nll": loss.detach()})
 
 

@@ -220,6 +220,7 @@ class TinySize:
     v_layers: int
     v_heads: int
     v_inter: int
+    tie_embeddings: bool = False
 
 
 SIZES: dict[str, TinySize] = {
@@ -270,7 +271,7 @@ def _build_llava(
         num_hidden_layers=s.lm_layers, num_attention_heads=s.lm_heads,
         num_key_value_heads=s.lm_kv, max_position_embeddings=1024,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, tie_word_embeddings=False,
+        pad_token_id=tok.pad_token_id, tie_word_embeddings=s.tie_embeddings,
     )
     vis_cfg = CLIPVisionConfig(
         hidden_size=s.v_hidden, intermediate_size=s.v_inter, num_hidden_layers=s.v_layers,
@@ -326,14 +327,16 @@ def _build_qwen(
         vis_cfg = dict(common, embed_dim=s.v_hidden, hidden_size=s.lm_hidden,
                        mlp_ratio=s.v_inter // s.v_hidden)
         model: PreTrainedModel = Qwen2VLForConditionalGeneration(
-            Qwen2VLConfig(text_config=text_cfg, vision_config=vis_cfg, **token_ids)
+            Qwen2VLConfig(text_config=text_cfg, vision_config=vis_cfg,
+                          tie_word_embeddings=s.tie_embeddings, **token_ids)
         )
     else:
         vis_cfg = dict(common, hidden_size=s.v_hidden, intermediate_size=s.v_inter,
                        out_hidden_size=s.lm_hidden, window_size=56,
                        fullatt_block_indexes=[s.v_layers - 1])
         model = Qwen2_5_VLForConditionalGeneration(
-            Qwen2_5_VLConfig(text_config=text_cfg, vision_config=vis_cfg, **token_ids)
+            Qwen2_5_VLConfig(text_config=text_cfg, vision_config=vis_cfg,
+                             tie_word_embeddings=s.tie_embeddings, **token_ids)
         )
     pixels = image_size * image_size
     improc = Qwen2VLImageProcessor(
