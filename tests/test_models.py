@@ -250,7 +250,8 @@ def test_select_trainable_on_peft_model():
 
 
 def test_bad_scope_names_allowed_scopes(models):
-    with pytest.raises(ValueError, match=r"'all', 'vision', 'language', 'lm_connector', 'projector', 'none'"):
+    allowed = r"'all', 'vision', 'language', 'lm_connector', 'projector', 'none'"
+    with pytest.raises(ValueError, match=allowed):
         select_trainable(models["llava"], "lm_only")
 
 

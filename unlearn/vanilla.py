@@ -70,8 +70,8 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
     counts = select_trainable(model, mcfg.vanilla.trainable)
     log.info("vanilla fine-tune on %d items, %s", len(train), counts)
     start = time.time()
-    trainer = fit(model, processor, mcfg.family,
-                  FineTune(mcfg.vanilla.get("reduction", "token_mean")), {"train": train}, mcfg.vanilla,
+    objective = FineTune(mcfg.vanilla.get("reduction", "token_mean"))
+    trainer = fit(model, processor, mcfg.family, objective, {"train": train}, mcfg.vanilla,
                   cfg.trainer, seed=cfg.seed)
     seconds = time.time() - start
     if trainer.global_rank == 0:
