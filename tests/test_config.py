@@ -71,3 +71,32 @@ def test_unknown_group_option_lists_the_options():
 def test_bad_values_name_key_and_allowed(override, key):
     with pytest.raises(ConfigError, match=rf"{key}=.*is not one of \["):
         validate(make([override]))
+
+
+@pytest.mark.parametrize(("option", "hub_id", "cls_name"), [
+    ("llava7b", "llava-hf/llava-1.5-7b-hf", "LlavaForConditionalGeneration"),
+    ("qwen2vl7b", "Qwen/Qwen2-VL-7B-Instruct", "Qwen2VLForConditionalGeneration"),
+])
+def test_real_model_configs_load_through_from_pretrained(option, hub_id, cls_name, monkeypatch):
+    """The composed config reaches from_pretrained with its id and dtype (no download)."""
+    import torch
+    from transformers import AutoProcessor
+
+    from unlearn.models import loading, tiny
+
+    family = make([f"model={option}"]).model.family
+    model, processor = tiny.build_tiny(family, "tiny")
+    calls = []
+
+    def fake(cls, source, **kwargs):
+        calls.append((cls.__name__, source, kwargs.get("dtype")))
+        return model if "ForConditionalGeneration" in cls.__name__ else processor
+
+    monkeypatch.setattr(loading.MODEL_CLASSES[family], "from_pretrained", classmethod(fake))
+    for proc_cls in (AutoProcessor, *tiny._NO_VIDEO.values(), *tiny._WITH_VIDEO.values()):
+        monkeypatch.setattr(proc_cls, "from_pretrained", classmethod(fake))
+    cfg = make([f"model={option}"])
+    got, _ = loading.load_model_and_processor(cfg.model)
+    assert got is model
+    assert calls[0] == (cls_name, hub_id, torch.bfloat16)
+    assert calls[1][1] == hub_id

@@ -15,13 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from unlearn.data.prompts import (
-    CLOZE_INSTRUCTION,
-    GEN_INSTRUCTION_IMAGE,
-    GEN_INSTRUCTION_TEXT,
-    MCQ_INSTRUCTION,
-    question_with_options,
-)
+from unlearn.data.prompts import answer_text, build_prompt
 from unlearn.data.schema import Sample
 from unlearn.methods.gradient import FineTune
 from unlearn.models.loading import load_checkpoint, load_model_and_processor, save_checkpoint
@@ -33,14 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def tokenizer_corpus(samples: list[Sample]) -> list[str]:
-    """Texts a tiny model's tokenizer is trained on, so names and answers cost few tokens.
+    """Texts a tiny model's tokenizer is trained on: the training prompts and answers.
 
-    Only the segmentation is learned from them (like a pre-trained tokenizer knowing the
-    language); the facts are learned by fine-tuning.
+    Only the segmentation is learned from them (as a pre-trained tokenizer knows the language
+    and the chat format), so names, answers and instructions cost few tokens; the facts are
+    learned by fine-tuning. LLaVA-format strings serve every family: the words are the same.
     """
-    fixed = [MCQ_INSTRUCTION, CLOZE_INSTRUCTION, GEN_INSTRUCTION_IMAGE, GEN_INSTRUCTION_TEXT]
-    return fixed + [question_with_options(s.question, s.options) + " " + s.answer
-                    if s.options else f"{s.question} {s.answer}" for s in samples]
+    texts = []
+    for s in samples:
+        prompt = build_prompt(s, "llava", None)
+        texts.append(prompt + answer_text(prompt, s.answer))
+    return texts
 
 
 def vanilla_key(cfg: DictConfig, data_fingerprint: str) -> str:
