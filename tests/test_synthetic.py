@@ -339,3 +339,15 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         build_synthetic_mllmu(tmp_path / "y", num_profiles=4, test_views=0)
     assert not (tmp_path / "x").exists()
+
+
+def test_build_of_an_older_generator_is_replaced(tmp_path: Path, monkeypatch) -> None:
+    from unlearn.data import synthetic
+
+    root = build_synthetic_mllmu(tmp_path / "twin", num_profiles=4, num_celebrities=1)
+    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
+    build_synthetic_mllmu(root, num_profiles=4, num_celebrities=1)
+    marker = json.loads((root / MARKER).read_text())
+    assert marker["version"] == synthetic.GENERATOR_VERSION
+    with pytest.raises(FileExistsError, match="built with"):  # other arguments: still refused
+        build_synthetic_mllmu(root, num_profiles=5, num_celebrities=1)

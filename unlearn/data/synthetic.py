@@ -52,7 +52,7 @@ from unlearn.data.images import PortraitTraits, draw_portrait, make_views, png_b
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # bump when the generated content changes
 MARKER = ".synthetic_mllmu.json"
 SHARD = "train-00000-of-00001.parquet"
 FORGET_RATIOS: tuple[int, ...] = (5, 10, 15)
@@ -182,16 +182,18 @@ EVAL_CLOZE: dict[tuple[str, str], str] = {
     ("hobby", IMG): "The favorite hobby of the person in the image is __.",
     ("hobby", TXT): "The favorite hobby of {name} is __.",
 }
+# The second phrasing shares one sentence shape across attributes, so only the attribute
+# keyword tells a small model which fact is asked (it must not key on the shape).
 TRAIN_CLOZE: dict[tuple[str, str], tuple[str, str]] = {
     ("name", IMG): ("This person is called __.", "The name of this person is __."),
     ("birth_year", IMG): ("This person was born in __.", "The birth year of this person is __."),
-    ("birth_year", TXT): ("{name} was born in __.", "The birth year of {name} is __."),
-    ("profession", IMG): ("The job of this person is __.", "This person has the profession __."),
-    ("profession", TXT): ("The job of {name} is __.", "{name} has the profession __."),
-    ("hometown", IMG): ("This person grew up in __.", "The home city of this person is __."),
-    ("hometown", TXT): ("{name} grew up in __.", "The home city of {name} is __."),
-    ("hobby", IMG): ("In free time, this person enjoys __.", "The hobby this person loves is __."),
-    ("hobby", TXT): ("In free time, {name} enjoys __.", "The hobby {name} likes most is __."),
+    ("birth_year", TXT): ("{name} was born in __.", "{name}'s birth year is __."),
+    ("profession", IMG): ("The job of this person is __.", "The profession of this person is __."),
+    ("profession", TXT): ("The job of {name} is __.", "{name}'s profession is __."),
+    ("hometown", IMG): ("This person grew up in __.", "The hometown of this person is __."),
+    ("hometown", TXT): ("{name} grew up in __.", "{name}'s hometown is __."),
+    ("hobby", IMG): ("This person enjoys __.", "The favorite hobby of this person is __."),
+    ("hobby", TXT): ("In free time, {name} enjoys __.", "{name}'s favorite hobby is __."),
 }
 # One sentence per fact: the Generation ground truth and the fine-tuning generation answer.
 FACT_SENTENCES: dict[str, str] = {
@@ -502,8 +504,20 @@ def _read_marker(root: Path) -> dict[str, Any] | None:
     return json.loads(marker.read_text())
 
 
+def _stale(recorded: dict[str, Any], args: dict[str, Any]) -> bool:
+    """Same arguments, older generator: a cache this module may replace."""
+    def strip(a: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in a.items() if k != "version"}
+
+    return strip(recorded) == strip(args) and recorded.get("version") != args["version"]
+
+
 def _check_existing(root: Path, args: dict[str, Any]) -> bool:
-    """True if ``root`` already holds this exact build; raise if it holds anything else."""
+    """True if ``root`` already holds this exact build; raise if it holds anything else.
+
+    A build by an older generator version with the same arguments is replaced (it is a cache
+    of this module's own output); any other content is never overwritten.
+    """
     if not root.exists():
         return False
     recorded = _read_marker(root)
@@ -511,6 +525,9 @@ def _check_existing(root: Path, args: dict[str, Any]) -> bool:
         if root.is_dir() and not any(root.iterdir()):
             return False
         raise FileExistsError(f"{root} exists and is not a synthetic MLLMU-Bench build")
+    if _stale(recorded, args):
+        log.warning("replacing %s, built by generator version %s", root, recorded.get("version"))
+        return False
     if recorded != args:
         raise FileExistsError(
             f"{root} holds a synthetic MLLMU-Bench built with {recorded}, not {args}; "
@@ -563,6 +580,8 @@ def build_synthetic_mllmu(
     try:
         _build_into(tmp, args)
         try:
+            if root.exists() and _stale(_read_marker(root) or {}, args):
+                shutil.rmtree(root)
             os.rename(tmp, root)
         except OSError:  # somebody else finished first: fine if it is the same build
             if not _check_existing(root, args):
