@@ -74,3 +74,18 @@ def test_padding_sides_and_mixed_image_batches(family_processor):
     left = pad_batch(items, pad, "left")
     assert (left["attention_mask"][:, -1] == 1).all()
     assert left["input_ids"][short, 0] == pad
+
+
+def test_few_shot_images_come_before_the_question_image():
+    _, processor = build_tiny("llava", size="tiny")
+    shot_img = Image.new("RGB", (64, 64), (0, 0, 255))
+    shot = Sample("p0", "Who?", "B", "classification", "image_text", image=shot_img,
+                  options=OPTS)
+    s = Sample("p1", "Who?", "A", "classification", "image_text", image=IMG, options=OPTS,
+               meta={"shots": [shot, shot]})
+    enc = encode(s, processor, "llava", with_answer=False)
+    assert enc["pixel_values"].shape[0] == 3
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    assert int((enc["input_ids"] == image_id).sum()) == 3 * 16
+    # the question's own image is the last one (blue shots first, red question image last)
+    assert enc["pixel_values"][0, 2].mean() > enc["pixel_values"][2, 2].mean()

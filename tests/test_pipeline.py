@@ -65,3 +65,14 @@ def test_tiny_pipeline_end_to_end(tmp_path):
 
     with pytest.raises(FileExistsError, match="never overwritten"):
         claim_run_dir(run_dir)
+
+    # few-shot evaluation of the cached vanilla model (method=none: no unlearning)
+    few = compose_cfg(tmp_path, ["method=none", "eval.few_shot.enabled=true"])
+    out = run(few, tmp_path / "run3")
+    assert set(out) == {"base"}
+    rows3 = [json.loads(x) for x in (tmp_path / "run3" / "generations.jsonl").open()]
+    mcq = [r for r in rows3 if r["task"] == "classification" and r["split"] == "retain"]
+    assert mcq and all("Correct Answer:" in r["prompt"] for r in mcq)
+    zero_shot = [r for r in per_model["base"]
+                 if r["task"] == "classification" and r["split"] == "retain"]
+    assert len({r["profile_id"] for r in mcq}) == len({r["profile_id"] for r in zero_shot}) - 1

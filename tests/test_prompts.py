@@ -45,3 +45,49 @@ def test_answer_follows_prompt_with_exactly_one_space():
     assert answer_text("ASSISTANT:", "B") == " B"
     assert answer_text("ASSISTANT: ", "This person.") == "This person."
     assert answer_text("<|im_start|>assistant\n", "B") == "B"
+
+
+def test_few_shot_prefix_is_the_official_block():
+    shot = Sample("p0", "Who is this?", "B", "classification", "image_text", image=IMG,
+                  options={"A": "Ava", "B": "Bo"})
+    cloze_shot = Sample("p0", "Bo was born in __.", "1970", "cloze", "text_only")
+    s = Sample("p1", "Who?", "A", "classification", "image_text", image=IMG,
+               options={"A": "Cy", "B": "Di"}, meta={"shots": [shot]})
+    assert build_prompt(s, "llava", None) == (
+        "USER: <image>\nQuestion: Who is this?\nA: Ava\nB: Bo\nCorrect Answer: B\n"
+        "USER: <image>\nWho?\nA: Cy\nB: Di\nJust give ONE letter representing the answer "
+        "directly.\nASSISTANT:")
+    c = Sample("p1", "Cy was born in __.", "1980", "cloze", "text_only",
+               meta={"shots": [cloze_shot]})
+    assert build_prompt(c, "llava", None) == (
+        "USER:\nBo was born in [Blank].\nPlease **ONLY** provide the correct answer that should "
+        "replace the [Blank].\nCorrect Answer: 1970\nUSER:\nCy was born in [Blank].\nPlease "
+        "**ONLY** provide the correct answer that should replace the [Blank].\nASSISTANT:")
+
+
+def test_few_shot_picks_whole_profiles_and_skips_them():
+    import random
+
+    from unlearn.eval.evaluator import few_shot_splits, with_few_shot
+
+    items = [Sample(f"p{i}", f"q{i}{m}", "A", "classification", m,
+                    image=IMG if m == "image_text" else None, options={"A": "x", "B": "y"})
+             for i in range(4) for m in ("image_text", "text_only")]
+    shot_items = with_few_shot(items, "classification", 1, random.Random(0))
+    assert len(shot_items) == 6  # one of four profiles became the shots
+    shot_pid = ({s.profile_id for s in items} - {s.profile_id for s in shot_items}).pop()
+    for s in shot_items:
+        assert [x.profile_id for x in s.meta["shots"]] == [shot_pid]
+        assert s.meta["shots"][0].modality == s.modality
+    splits = few_shot_splits({"forget": items, "celebrity": items}, {"classification": 1})
+    assert len(splits["forget"]) == 6 and len(splits["celebrity"]) == 8  # official: none there
+
+
+def test_few_shot_is_refused_for_qwen():
+    import pytest
+
+    s = Sample("p", "Who?", "A", "classification", "text_only", options={"A": "x"},
+               meta={"shots": [Sample("q", "Who?", "A", "classification", "text_only",
+                                      options={"A": "x"})]})
+    with pytest.raises(ValueError, match="few-shot"):
+        build_prompt(s, "qwen2_vl", None)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from unlearn.config import validate
 from unlearn.data.mllmu import MLLMUBench
 from unlearn.data.synthetic import build_synthetic_mllmu
-from unlearn.eval.evaluator import evaluate
+from unlearn.eval.evaluator import evaluate, few_shot_splits
 from unlearn.loggers import build_logger
 from unlearn.models.modules import select_trainable
 from unlearn.results import (
@@ -44,7 +44,10 @@ def load_benchmark(cfg: DictConfig) -> MLLMUBench:
 
 
 def eval_splits(cfg: DictConfig, bench: MLLMUBench) -> dict[str, list]:
-    return {name: getattr(bench, name)() for name in cfg.eval.splits}
+    splits = {name: getattr(bench, name)() for name in cfg.eval.splits}
+    if cfg.eval.few_shot.enabled:
+        splits = few_shot_splits(splits, cfg.eval.few_shot.ids, seed=cfg.seed)
+    return splits
 
 
 def run_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict) -> tuple[dict, list]:

@@ -66,13 +66,14 @@ def encode(
         sample, family, processor, instruction=view.instruction, suffix=view.suffix
     )
     image = view.image(sample)
-    enc = processor(text=[prompt], images=[image] if image is not None else None,
-                    return_tensors="pt")
+    images = [shot.image for shot in sample.meta.get("shots", []) if shot.has_image]
+    images += [image] if image is not None else []
+    enc = processor(text=[prompt], images=images or None, return_tensors="pt")
     out: dict[str, torch.Tensor] = {"input_ids": enc["input_ids"][0]}
     if "mm_token_type_ids" in enc:
         out["mm_token_type_ids"] = enc["mm_token_type_ids"][0]
     for key in IMAGE_KEYS:
-        if key in enc and image is not None:
+        if key in enc and images:
             out[key] = enc[key]
     if not with_answer:
         return out

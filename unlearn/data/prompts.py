@@ -33,15 +33,34 @@ def cloze_question(question: str) -> str:
     return question.replace("__", "[Blank]") + "\n" + CLOZE_INSTRUCTION
 
 
+def few_shot_block(shots: list[Sample]) -> str:
+    """Official MLLMU ``eval.py`` few-shot prefix (LLaVA): one block per shot, answer given."""
+    block = ""
+    for shot in shots:
+        if shot.task == "classification":
+            head = "USER: <image>\n" if shot.has_image else "USER:\n"
+            options = "\n".join(f"{k}: {v}" for k, v in (shot.options or {}).items())
+            block += f"{head}Question: {shot.question}\n{options}\nCorrect Answer: {shot.answer}\n"
+        elif shot.task == "cloze":
+            head = "USER:<image>\n" if shot.has_image else "USER:\n"
+            block += f"{head}{cloze_question(shot.question)}\nCorrect Answer: {shot.answer}\n"
+        else:
+            raise ValueError(f"no few-shot format for task {shot.task!r}")
+    return block
+
+
 def _llava_prompt(s: Sample, instruction: str, suffix: str) -> str:
     img = s.has_image
     q = instruction + s.question + suffix
+    shots = few_shot_block(s.meta.get("shots", []))
     if s.task == "classification":
         body = question_with_options(q, s.options or {}) + "\n" + MCQ_INSTRUCTION
-        return f"USER: <image>\n{body}\nASSISTANT:" if img else f"USER:\n{body}\nASSISTANT:"
+        return shots + (f"USER: <image>\n{body}\nASSISTANT:" if img
+                        else f"USER:\n{body}\nASSISTANT:")
     if s.task == "cloze":
         body = cloze_question(q)
-        return f"USER: <image>\n{body}\nASSISTANT:" if img else f"USER:\n{body}\nASSISTANT:"
+        return shots + (f"USER: <image>\n{body}\nASSISTANT:" if img
+                        else f"USER:\n{body}\nASSISTANT:")
     if s.task == "generation":
         if img:
             return f"USER: <image>\n{q}\n{GEN_INSTRUCTION_IMAGE}\nASSISTANT: "
@@ -73,6 +92,9 @@ def build_prompt(
     if family == "llava":
         return _llava_prompt(sample, instruction, suffix)
     if family in ("qwen2_vl", "qwen2_5_vl"):
+        if sample.meta.get("shots"):
+            raise ValueError("few-shot prompts follow the official LLaVA eval.py only; "
+                             "use eval.few_shot.enabled=false with Qwen models")
         content: list[dict[str, str]] = [{"type": "image"}] if sample.has_image else []
         content.append({"type": "text", "text": _qwen_text(sample, instruction, suffix)})
         conversation = [{"role": "user", "content": content}]

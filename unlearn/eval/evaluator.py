@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from rich.progress import Progress
@@ -14,6 +16,43 @@ from unlearn.eval.generate import generate
 from unlearn.eval.metrics import aggregate, score
 
 EVAL_TASKS: tuple[str, ...] = ("classification", "cloze", "generation")
+# official eval.py: classification shots for forget / test / retain only, cloze shots everywhere
+NO_CLASSIFICATION_SHOTS = ("celebrity",)
+
+
+def with_few_shot(samples: Sequence[Sample], task: str, n_ids: int, rng: random.Random
+                  ) -> list[Sample]:
+    """The ``task`` questions with few-shot examples attached, as the official eval.py does.
+
+    ``n_ids`` profiles of the split become the shots (all their ``task`` questions of the same
+    modality); their own questions are then not scored.
+    """
+    items = [s for s in samples if s.task == task]
+    ids = sorted({s.profile_id for s in items})
+    shot_ids = set(rng.sample(ids, min(n_ids, len(ids) - 1)))
+    out = []
+    for s in items:
+        if s.profile_id in shot_ids:
+            continue
+        shots = [x for x in items if x.profile_id in shot_ids and x.modality == s.modality]
+        out.append(replace(s, meta={**s.meta, "shots": shots}))
+    return out
+
+
+def few_shot_splits(splits: Mapping[str, Sequence[Sample]], shot_ids: Mapping[str, int],
+                    seed: int = 0) -> dict[str, list[Sample]]:
+    """Every split with few-shot prompts for the tasks in ``shot_ids`` (task -> profile count)."""
+    rng = random.Random(seed)
+    out = {}
+    for split, samples in splits.items():
+        items = [s for s in samples if s.task not in shot_ids]
+        for task, n_ids in shot_ids.items():
+            if task == "classification" and split in NO_CLASSIFICATION_SHOTS:
+                items += [s for s in samples if s.task == task]
+            else:
+                items += with_few_shot(samples, task, int(n_ids), rng)
+        out[split] = items
+    return out
 
 
 def evaluate(model: Any, processor: Any, family: str, splits: Mapping[str, Sequence[Sample]],
