@@ -67,6 +67,7 @@ def test_unknown_group_option_lists_the_options():
     ("trainable_modules.scope=heads", "trainable_modules.scope"),
     ("model.family=blip", "model.family"),
     ("forget_ratio=20", "forget_ratio"),
+    ("model.vanilla.reduction=sum", "model.vanilla.reduction"),
 ])
 def test_bad_values_name_key_and_allowed(override, key):
     with pytest.raises(ConfigError, match=rf"{key}=.*is not one of \["):

@@ -72,3 +72,12 @@ def test_ga_diff_weights_the_retain_term():
     out = GradientDifference(retain_weight=0.5)(model, {"forget": batch, "retain": batch})
     assert out.loss.item() == pytest.approx(-nll + 0.5 * nll)
     assert set(out.parts) == {"forget_nll", "retain_nll"}
+
+
+def test_finetune_sequence_mean_weighs_items_equally():
+    logits, batch = two_sequences()
+    model = FixedLogits(logits)
+    a, b, c = -math.log(0.5), -math.log(0.25), -math.log(0.8)
+    assert FineTune()(model, {"train": batch}).loss.item() == pytest.approx((a + b + c) / 3)
+    seq = FineTune("sequence_mean")(model, {"train": batch}).loss.item()
+    assert seq == pytest.approx(((a + b) / 2 + c) / 2)

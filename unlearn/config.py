@@ -23,6 +23,7 @@ CHOICES: dict[str, tuple] = {
     "model.dtype": DTYPES,
     "model.vanilla.trainable": SCOPES,
     "model.vanilla.loss_scope": LOSS_SCOPES,
+    "model.vanilla.reduction": ("token_mean", "sequence_mean"),
     "model.vanilla.optim.schedule": SCHEDULES,
     "method.loss_scope": LOSS_SCOPES,
     "method.optim.schedule": SCHEDULES,

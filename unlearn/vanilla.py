@@ -67,7 +67,7 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
     counts = select_trainable(model, mcfg.vanilla.trainable)
     log.info("vanilla fine-tune on %d items, %s", len(train), counts)
     start = time.time()
-    objective = FineTune(mcfg.vanilla.get("reduction", "token_mean"))
+    objective = FineTune(mcfg.vanilla.reduction)
     trainer = fit(model, processor, mcfg.family, objective, {"train": train}, mcfg.vanilla,
                   cfg.trainer, seed=cfg.seed)
     seconds = time.time() - start
