@@ -81,3 +81,15 @@ def test_finetune_sequence_mean_weighs_items_equally():
     assert FineTune()(model, {"train": batch}).loss.item() == pytest.approx((a + b + c) / 3)
     seq = FineTune("sequence_mean")(model, {"train": batch}).loss.item()
     assert seq == pytest.approx(((a + b) / 2 + c) / 2)
+
+
+def test_lr_schedules_by_hand():
+    from unlearn.module import lr_lambda
+
+    cosine = lr_lambda("cosine", warmup_steps=2, total_steps=6)
+    assert [round(cosine(s), 4) for s in range(6)] == [0.5, 1.0, 1.0, 0.8536, 0.5, 0.1464]
+    linear = lr_lambda("linear", warmup_steps=0, total_steps=4)
+    assert [linear(s) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert lr_lambda("constant", 0, 10)(7) == 1.0
+    with pytest.raises(ValueError, match="optim.schedule='step'"):
+        lr_lambda("step", 0, 1)

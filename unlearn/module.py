@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         if schedule == "linear":
             return 1.0 - progress
-        return 0.5 * (1.0 + torch.cos(torch.tensor(progress * torch.pi)).item())
+        return 0.5 * (1.0 + math.cos(progress * math.pi))
 
     return factor
 
