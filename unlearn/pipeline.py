@@ -122,7 +122,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         counts = select_trainable(model, cfg.trainable_modules.scope)
         log.info("trainable parameters: %s", counts)
         reference = copy.deepcopy(model) if objective.needs_reference else None
-        train_sets = {"forget": bench.forget_train(), "retain": bench.retain_train()}
+        # only the sets the objective consumes (GA never decodes the retain images)
+        train_sets = {name: getattr(bench, f"{name}_train")() for name in objective.splits}
         trainer = fit(model, processor, cfg.model.family, objective, train_sets, cfg.method,
                       cfg.trainer, seed=cfg.seed, logger=build_logger(cfg, run_dir),
                       reference=reference)
