@@ -16,8 +16,14 @@ class FixedLogits(torch.nn.Module):
         super().__init__()
         self.logits = torch.nn.Parameter(logits.clone())
 
-    def forward(self, input_ids, attention_mask=None):
-        return type("Out", (), {"logits": self.logits})()
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0):
+        # as HF models: a tensor keeps those positions, an int n > 0 the last n
+        logits = self.logits
+        if isinstance(logits_to_keep, torch.Tensor):
+            logits = logits[:, logits_to_keep]
+        elif logits_to_keep:
+            logits = logits[:, -logits_to_keep:]
+        return type("Out", (), {"logits": logits})()
 
 
 def two_sequences():
@@ -86,6 +92,10 @@ def test_finetune_sequence_mean_weighs_items_equally():
 def test_lr_schedules_by_hand():
     from unlearn.module import lr_lambda
 
+    wsd = lr_lambda("wsd", warmup_steps=2, total_steps=12, decay_fraction=0.25)
+    # warm-up 1/2, 2/2; stable 1.0 until step 9; then (12 - step) / 3
+    assert [wsd(s) for s in (0, 1, 2, 8, 9, 10, 11)] == pytest.approx(
+        [0.5, 1.0, 1.0, 1.0, 1.0, 2 / 3, 1 / 3])
     cosine = lr_lambda("cosine", warmup_steps=2, total_steps=6)
     assert [round(cosine(s), 4) for s in range(6)] == [0.5, 1.0, 1.0, 0.8536, 0.5, 0.1464]
     linear = lr_lambda("linear", warmup_steps=0, total_steps=4)

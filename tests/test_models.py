@@ -95,7 +95,7 @@ def test_builds_are_deterministic_and_sized():
     assert all(torch.equal(x, y) for x, y in pairs)
     assert not torch.equal(a.lm_head.weight, c.lm_head.weight)
     small = {arch: _n_params(build_tiny(arch, "small")[0]) for arch in ARCHS}
-    assert small == {"llava": 2_664_320, "qwen2_vl": 3_014_976, "qwen2_5_vl": 3_212_224}
+    assert small == {"llava": 3_451_520, "qwen2_vl": 3_802_816, "qwen2_5_vl": 4_000_064}
 
 
 def test_image_size_sets_image_tokens():
@@ -311,3 +311,23 @@ def test_load_pretrained_calls_from_pretrained(arch, attn, monkeypatch):
 def test_bad_config_values_name_allowed_values(key, value, allowed):
     with pytest.raises(ValueError, match=allowed):
         load_model_and_processor(_cfg(**{key: value}))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_label_position_logits_match_full_logits(arch):
+    """nll() runs the LM head on labelled positions only; every reduction must be unchanged."""
+    from unlearn.methods.losses import IGNORE, label_logits, nll, reduce_nll, token_logprobs
+
+    model, processor = build_tiny(arch, "tiny")
+    processor.tokenizer.padding_side = "right"
+    batch = _batch(processor, QUESTIONS, ["Ava Abbott", "a chemist from Oslo"])
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)
+    labels[:, : labels.shape[1] - 8] = IGNORE  # a ragged answer-only scope
+    batch["labels"] = labels
+    logits, targets = label_logits(model, batch)
+    assert logits.shape[1] == 8 < batch["input_ids"].shape[1] - 1  # 8 of T - 1 positions
+    full = token_logprobs(model(**{k: v for k, v in batch.items() if k != "labels"}).logits,
+                          labels)
+    for reduction in ("token_mean", "sequence_sum", "sequence_mean"):
+        assert torch.allclose(nll(model, batch, reduction), reduce_nll(*full, reduction),
+                              atol=1e-5)

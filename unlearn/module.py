@@ -11,11 +11,16 @@ import torch
 
 from unlearn.methods.base import Objective
 
-SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
+SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine", "wsd")
 
 
-def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
-    """Multiplier of the base LR at a step: linear warm-up, then constant/linear/cosine decay."""
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, decay_fraction: float = 0.2):
+    """Multiplier of the base LR at a step: linear warm-up, then constant/linear/cosine decay.
+
+    ``wsd`` (warmup-stable-decay) holds the LR until the last ``decay_fraction`` of the steps
+    and then decays linearly to 0: a long high-LR phase is what lets the tiny model cross
+    its multiple-choice phase transition, the short decay settles the memorised facts.
+    """
     if schedule not in SCHEDULES:
         raise ValueError(f"optim.schedule={schedule!r} is not one of {list(SCHEDULES)}")
 
@@ -24,6 +29,8 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
             return (step + 1) / warmup_steps
         if schedule == "constant":
             return 1.0
+        if schedule == "wsd":
+            return min(1.0, (total_steps - step) / max(1.0, decay_fraction * total_steps))
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         if schedule == "linear":
             return 1.0 - progress
@@ -65,6 +72,7 @@ class UnlearnModule(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(self.optim.get("warmup_steps", 0))
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(self.optim.get("schedule", "linear"), warmup, total)
+            opt, lr_lambda(self.optim.get("schedule", "linear"), warmup, total,
+                           float(self.optim.get("decay_fraction", 0.2)))
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
