@@ -12,12 +12,12 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 GROUPS = {
     "data": ["mllmu_bench", "synthetic_mllmu"],
     "model": ["llava7b", "qwen2vl7b", "tiny_llava", "tiny_qwen2vl"],
-    "method": ["ga", "ga_diff", "none"],
+    "method": ["ga", "ga_diff", "icu", "icu_t", "noise_t", "none", "vgid"],
     "trainable_modules": ["all", "language", "lm_connector", "projector", "vision"],
     "trainer": ["cpu", "ddp", "ddp_cpu", "gpu"],
     "logger": ["csv", "none", "wandb"],
-    "perturbation": ["none"],
-    "prompt_style": ["none"],
+    "perturbation": ["gaussian", "none", "random_noise", "white"],
+    "prompt_style": ["declarative", "none", "polite", "strict"],
 }
 
 
@@ -68,6 +68,10 @@ def test_unknown_group_option_lists_the_options():
     ("model.family=blip", "model.family"),
     ("forget_ratio=20", "forget_ratio"),
     ("model.vanilla.reduction=sum", "model.vanilla.reduction"),
+    ("eval.attack=jailbreak", "eval.attack"),
+    ("eval.intervention=audio", "eval.intervention"),
+    ("perturbation.name=blur", "perturbation.name"),
+    ("prompt_style.name=rude", "prompt_style.name"),
 ])
 def test_bad_values_name_key_and_allowed(override, key):
     with pytest.raises(ConfigError, match=rf"{key}=.*is not one of \["):

@@ -9,8 +9,12 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from unlearn.data.collate import LOSS_SCOPES
-from unlearn.data.prompts import FAMILIES
+from unlearn.data.perturb import PERTURBATIONS
+from unlearn.data.prompts import FAMILIES, ICU_PROMPTS
+from unlearn.data.views import ATTACKS, INTERVENTIONS
 from unlearn.eval.metrics import LETTER_PARSERS
+from unlearn.methods.distill import KL_POSITIONS
+from unlearn.methods.losses import REDUCTIONS
 from unlearn.models.loading import DTYPES, SOURCES
 from unlearn.models.modules import SCOPES
 from unlearn.module import SCHEDULES
@@ -31,8 +35,16 @@ CHOICES: dict[str, tuple] = {
     "trainable_modules.scope": SCOPES,
     "eval.letter_parser": LETTER_PARSERS,
     "logger.name": ("csv", "wandb", "none"),
+    "perturbation.name": PERTURBATIONS,
+    "prompt_style.name": tuple(ICU_PROMPTS),
+    "eval.intervention": INTERVENTIONS,
+    "eval.attack": ATTACKS,
 }
-OPTIONAL_CHOICES: dict[str, tuple] = {"logger.mode": ("auto", "online", "offline")}
+OPTIONAL_CHOICES: dict[str, tuple] = {
+    "logger.mode": ("auto", "online", "offline"),
+    "method.objective.kl_positions": KL_POSITIONS,
+    "method.objective.reduction": REDUCTIONS,
+}
 
 
 class ConfigError(ValueError):
@@ -50,6 +62,13 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+    if cfg.perturbation.name == "gaussian" and not float(cfg.perturbation.sigma) > 0:
+        raise ConfigError(f"perturbation.sigma={cfg.perturbation.sigma!r} must be > 0")
+    kl = OmegaConf.select(cfg, "method.objective.kl_positions", default=None)
+    if kl is not None and cfg.method.loss_scope != "answer":
+        raise ConfigError(f"method.loss_scope={cfg.method.loss_scope!r} is not one of "
+                          "['answer'] for distillation (method.objective.kl_positions picks "
+                          "the compared positions)")
     bad = [s for s in cfg.eval.splits if s not in EVAL_SPLITS]
     if bad:
         raise ConfigError(f"eval.splits has {bad}; allowed: {list(EVAL_SPLITS)}")

@@ -39,6 +39,12 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, decay_fraction
     return factor
 
 
+def batch_size_of(batch: Mapping[str, Any]) -> int:
+    """Rows of the first batch, also when it is a {"student", "teacher", "ids"} pair."""
+    first = next(iter(batch.values()))
+    return int(first["input_ids"].shape[0] if "input_ids" in first else first["ids"].shape[0])
+
+
 class UnlearnModule(L.LightningModule):
     """Student model + objective (+ frozen reference when the objective asks for one)."""
 
@@ -54,7 +60,7 @@ class UnlearnModule(L.LightningModule):
 
     def training_step(self, batch: Mapping[str, Mapping[str, torch.Tensor]], batch_idx: int):
         out = self.objective(self.model, batch, self.reference)
-        bs = next(iter(batch.values()))["input_ids"].shape[0]
+        bs = batch_size_of(batch)
         self.log("train/loss", out.loss.detach(), prog_bar=True, batch_size=bs)
         for name, value in out.parts.items():
             self.log(f"train/{name}", value, batch_size=bs)

@@ -16,8 +16,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from unlearn.config import validate
+from unlearn.data.collate import CLEAN, View
 from unlearn.data.mllmu import MLLMUBench
 from unlearn.data.synthetic import build_synthetic_mllmu
+from unlearn.data.views import attack_view, intervention_view
 from unlearn.eval.evaluator import evaluate, few_shot_splits
 from unlearn.loggers import build_logger
 from unlearn.models.modules import select_trainable
@@ -50,22 +52,29 @@ def eval_splits(cfg: DictConfig, bench: MLLMUBench) -> dict[str, list]:
     return splits
 
 
-def run_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict) -> tuple[dict, list]:
+def run_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict, view: View = CLEAN
+             ) -> tuple[dict, list]:
     e = cfg.eval
     return evaluate(model, processor, cfg.model.family, splits,
                     max_new_tokens=e.max_new_tokens, batch_size=int(e.batch_size),
-                    letter_parser=e.letter_parser)
+                    letter_parser=e.letter_parser, view=view)
 
 
-def base_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict, key: str
-              ) -> tuple[dict, list, bool]:
-    """Base-model results, cached under the model/data/eval fingerprint."""
+def inference_view(cfg: DictConfig) -> View:
+    """What the evaluated model is shown: ``eval.intervention`` (method=icu: the ICU prompt)."""
+    return intervention_view(cfg.eval.intervention, cfg.prompt_style.name,
+                             plain(cfg.perturbation), seed=cfg.seed)
+
+
+def base_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict, key: str,
+              view: View = CLEAN) -> tuple[dict, list, bool]:
+    """Base-model results under ``view``, cached under the model/data/eval/view fingerprint."""
     path = Path(cfg.paths.cache_dir) / "base_eval" / key
     if cfg.eval.cache_base and (path / "metrics.json").exists():
         metrics = json.loads((path / "metrics.json").read_text())
         records = [json.loads(line) for line in (path / "generations.jsonl").open()]
         return metrics, records, True
-    metrics, records = run_eval(cfg, model, processor, splits)
+    metrics, records = run_eval(cfg, model, processor, splits, view)
     if cfg.eval.cache_base:
         with atomic_dir(path) as tmp:
             write_json(tmp / "metrics.json", metrics)
@@ -99,13 +108,24 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     timings["vanilla"] = time.time() - t
 
     t = time.time()
+    # the clean base results do not depend on the view options: one cache entry for all
+    view_keys = ("intervention", "attack")
     eval_key = fingerprint({"model": provenance["fingerprint"], "data": bench.fingerprint(),
-                            "forget": bench.forget_ids, "eval": plain(cfg.eval),
+                            "forget": bench.forget_ids,
+                            "eval": {k: v for k, v in plain(cfg.eval).items()
+                                     if k not in view_keys},
                             "family": cfg.model.family})
     base_metrics, base_records, base_cached = base_eval(cfg, model, processor, splits, eval_key)
-    timings["base_eval"] = time.time() - t
     results: dict[str, Any] = {"base": base_metrics}
     records = [dict(r, model="base") for r in base_records]
+    attack = cfg.eval.attack
+    if attack != "none":  # before training changes the model in place
+        attacked, attacked_records, _ = base_eval(cfg, model, processor, splits,
+                                                  f"{eval_key}-{attack}",
+                                                  attack_view(CLEAN, attack))
+        results[attack] = {"base": attacked}
+        records += [dict(r, model="base", attack=attack) for r in attacked_records]
+    timings["base_eval"] = time.time() - t
 
     manifest: dict[str, Any] = {
         "run_name": cfg.run_name, "seed": cfg.seed, "git_commit": git_commit(),
@@ -136,14 +156,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             * trainer.accumulate_grad_batches,
             "parameters": counts,
         }
+    view = inference_view(cfg)
+    if cfg.method.objective is not None or view != CLEAN:
         t = time.time()
-        results["unlearned"], new_records = run_eval(cfg, model, processor, splits)
-        timings["unlearned_eval"] = time.time() - t
+        results["unlearned"], new_records = run_eval(cfg, model, processor, splits, view)
         records += [dict(r, model="unlearned") for r in new_records]
+        if attack != "none":  # a fresh view: the same perturbation draws as without attack
+            results[attack]["unlearned"], new_records = run_eval(
+                cfg, model, processor, splits, attack_view(inference_view(cfg), attack))
+            records += [dict(r, model="unlearned", attack=attack) for r in new_records]
+        timings["unlearned_eval"] = time.time() - t
 
     manifest["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     write_json(run_dir / "metrics.json", results)
     write_jsonl(run_dir / "generations.jsonl", records)
     write_json(run_dir / "manifest.json", manifest)
     print_results(results, title=f"{cfg.run_name}  →  {run_dir}")
+    if attack != "none":
+        print_results(results[attack], title=f"{cfg.run_name}  with {attack}")
     return results

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from unlearn.data.collate import Collator
 from unlearn.data.datamodule import UnlearnDataModule
 from unlearn.data.schema import Sample
+from unlearn.data.views import PairCollator
 from unlearn.methods.base import Objective
 from unlearn.module import UnlearnModule
 from unlearn.utils import plain
@@ -35,7 +36,11 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     ``stage_cfg`` carries epochs, batch_size, loss_scope and optim (a ``method`` node or the
     model's ``vanilla`` node).
     """
-    collate = Collator(processor, family, with_answer=True, loss_scope=stage_cfg.loss_scope)
+    views = objective.views  # split -> teacher view (distillation objectives)
+    collate = {name: PairCollator(processor, family, views[name],
+                                  loss_scope=stage_cfg.loss_scope) if name in views
+               else Collator(processor, family, loss_scope=stage_cfg.loss_scope)
+               for name in objective.splits}
     data = UnlearnDataModule({name: splits[name] for name in objective.splits}, collate,
                              batch_size=int(stage_cfg.batch_size), seed=seed)
     module = UnlearnModule(model, objective, plain(stage_cfg.optim), reference=reference)

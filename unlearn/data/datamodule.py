@@ -2,6 +2,8 @@
 
 The first set defines the epoch; every other set is drawn at random to the same number of
 samples, so each step pairs e.g. a forget batch with a retain batch (OpenUnlearning style).
+``collate`` is one function for every set or one per set name (a teacher-view pair collator
+for the forget set, the plain collator for the retain set).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from unlearn.data.schema import Sample
 
 
 class UnlearnDataModule(L.LightningDataModule):
-    def __init__(self, splits: Mapping[str, Sequence[Sample]], collate: Callable,
+    def __init__(self, splits: Mapping[str, Sequence[Sample]],
+                 collate: Callable | Mapping[str, Callable],
                  batch_size: int, seed: int = 0, num_workers: int = 0):
         super().__init__()
         empty = [name for name, samples in splits.items() if not samples]
@@ -34,7 +37,8 @@ class UnlearnDataModule(L.LightningDataModule):
         for i, name in enumerate(names):
             gen = torch.Generator().manual_seed(self.seed + i)
             data = self.splits[name]
+            collate = self.collate[name] if isinstance(self.collate, Mapping) else self.collate
             sampler = RandomSampler(data, num_samples=n_primary if i else None, generator=gen)
             loaders[name] = DataLoader(data, batch_size=self.batch_size, sampler=sampler,
-                                       collate_fn=self.collate, num_workers=self.num_workers)
+                                       collate_fn=collate, num_workers=self.num_workers)
         return CombinedLoader(loaders, mode="max_size_cycle")

@@ -58,20 +58,25 @@ def aligned_logprobs(logits: torch.Tensor, labels: torch.Tensor
     return logp, mask
 
 
-def reduce_nll(logp: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Negative log-likelihood under one of ``REDUCTIONS``.
+def masked_reduce(values: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-position ``values`` (B, T) reduced over ``mask`` under one of ``REDUCTIONS``.
 
-    ``token_mean``: scalar, mean over every labelled token of the batch (HF ``outputs.loss``);
-    ``sequence_sum``: (B,), -log p(y|x) of each sequence; ``sequence_mean``: (B,), per-token
-    mean within each sequence.
+    ``token_mean``: scalar, mean over every masked position of the batch (HF ``outputs.loss``);
+    ``sequence_sum``: (B,), sum within each sequence; ``sequence_mean``: (B,), mean within
+    each sequence.
     """
     if reduction == "token_mean":
-        return -(logp * mask).sum() / mask.sum().clamp(min=1)
+        return (values * mask).sum() / mask.sum().clamp(min=1)
     if reduction == "sequence_sum":
-        return -(logp * mask).sum(1)
+        return (values * mask).sum(1)
     if reduction == "sequence_mean":
-        return -(logp * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return (values * mask).sum(1) / mask.sum(1).clamp(min=1)
     raise ValueError(f"reduction={reduction!r} is not one of {list(REDUCTIONS)}")
+
+
+def reduce_nll(logp: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Negative log-likelihood under one of ``REDUCTIONS`` (``sequence_sum`` = -log p(y|x))."""
+    return masked_reduce(-logp, mask, reduction)
 
 
 def nll(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
