@@ -39,6 +39,22 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return logp, mask
 
 
+def reduce_tokens(values: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Reduce a per-token quantity (B, T) over the positions in ``mask`` by one of REDUCTIONS.
+
+    ``token_mean``: scalar, mean over every masked token of the batch; ``sequence_sum``: (B,),
+    sum within each sequence; ``sequence_mean``: (B,), mean within each sequence.
+    """
+    values = values * mask
+    if reduction == "token_mean":
+        return values.sum() / mask.sum().clamp(min=1)
+    if reduction == "sequence_sum":
+        return values.sum(1)
+    if reduction == "sequence_mean":
+        return values.sum(1) / mask.sum(1).clamp(min=1)
+    raise ValueError(f"reduction={reduction!r} is not one of {list(REDUCTIONS)}")
+
+
 def reduce_nll(logp: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
     """Negative log-likelihood under one of ``REDUCTIONS``.
 
@@ -46,13 +62,12 @@ def reduce_nll(logp: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.
     ``sequence_sum``: (B,), -log p(y|x) of each sequence; ``sequence_mean``: (B,), per-token
     mean within each sequence.
     """
-    if reduction == "token_mean":
-        return -(logp * mask).sum() / mask.sum().clamp(min=1)
-    if reduction == "sequence_sum":
-        return -(logp * mask).sum(1)
-    if reduction == "sequence_mean":
-        return -(logp * mask).sum(1) / mask.sum(1).clamp(min=1)
-    raise ValueError(f"reduction={reduction!r} is not one of {list(REDUCTIONS)}")
+    return reduce_tokens(-logp, mask, reduction)
+
+
+def batch_mean(value: torch.Tensor) -> torch.Tensor:
+    """Scalar from a reduced loss: per-sequence values (B,) are averaged over the batch."""
+    return value.mean() if value.dim() else value
 
 
 def nll(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
@@ -60,3 +75,31 @@ def nll(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     logp, mask = token_logprobs(logits_of(model, batch), batch["labels"])
     return reduce_nll(logp, mask, reduction)
 
+
+
+def reference_logits(reference: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Logits of the frozen reference: never part of the autograd graph."""
+    with torch.no_grad():
+        return logits_of(reference, batch)
+
+
+def reference_nll(reference: torch.nn.Module, batch: Mapping[str, torch.Tensor],
+                  reduction: str = "token_mean") -> torch.Tensor:
+    logp, mask = token_logprobs(reference_logits(reference, batch), batch["labels"])
+    return reduce_nll(logp, mask, reduction)
+
+
+def kl_per_token(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(P_ref || P_theta) over the vocabulary at each position predicting a labelled token.
+
+    Returns (B, T-1) values (0 where unlabelled) and the label mask, like
+    :func:`token_logprobs`; computed in fp32 at labelled positions only.
+    """
+    logits, shifted_labels = shifted(logits, labels)
+    mask = shifted_labels != IGNORE
+    log_q = logits[mask].float().log_softmax(-1)
+    log_p = ref_logits[:, :-1][mask].float().log_softmax(-1)
+    kl = torch.zeros(mask.shape, dtype=torch.float32, device=logits.device)
+    kl[mask] = (log_p.exp() * (log_p - log_q)).sum(-1)
+    return kl, mask
