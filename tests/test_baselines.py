@@ -181,3 +181,38 @@ def test_random_direction_is_unit_and_seeded():
     positive = random_direction(16, seed=3, kind="positive")
     assert positive.norm().item() == pytest.approx(1.0) and (positive >= 0).all()
     assert (u < 0).any()  # the sphere has negative entries too
+
+
+def test_po_refusal_split_is_aligned_with_forget(tmp_path):
+    from unlearn.data.datamodule import UnlearnDataModule
+    from unlearn.data.schema import Sample
+    from unlearn.methods.refusals import REFUSALS
+
+    forget = [Sample(str(i), f"question {i}?", f"answer {i}", "generation", "text_only")
+              for i in range(10)]
+    objective = PreferenceOptimization(seed=1)
+    sets = objective.train_sets(lambda name: {"forget": forget}[name])
+    assert [s.question for s in sets["forget_refusal"]] == [s.question for s in forget]
+    assert all(s.answer in REFUSALS for s in sets["forget_refusal"])
+    assert len({s.answer for s in sets["forget_refusal"]}) > 1  # varied, drawn per sample
+    again = PreferenceOptimization(seed=1).train_sets(lambda name: forget)
+    assert [s.answer for s in again["forget_refusal"]] == [s.answer for s in sets["forget_refusal"]]
+
+    data = UnlearnDataModule(sets, collate=list, batch_size=3, seed=7,
+                             aligned=objective.aligned)
+    for _ in range(2):  # two epochs: still in step
+        steps = [b for b, *_ in data.train_dataloader()]
+        assert len(steps) == 4
+        for step in steps:
+            assert [s.question for s in step["forget"]] == \
+                [s.question for s in step["forget_refusal"]]
+    unaligned = UnlearnDataModule(sets, collate=list, batch_size=10, seed=7)
+    (step, *_), = list(unaligned.train_dataloader())
+    assert [s.question for s in step["forget"]] != [s.question for s in step["forget_refusal"]]
+
+    custom = tmp_path / "idk.txt"
+    custom.write_text("No comment.\n\nPass.\n")
+    po = PreferenceOptimization(refusals=str(custom))
+    assert po.refusals == ("No comment.", "Pass.")
+    with_retain = PreferenceOptimization(retain_weight=1.0)
+    assert with_retain.splits == ("forget", "forget_refusal", "retain")

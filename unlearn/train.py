@@ -37,7 +37,8 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     """
     collate = Collator(processor, family, with_answer=True, loss_scope=stage_cfg.loss_scope)
     data = UnlearnDataModule({name: splits[name] for name in objective.splits}, collate,
-                             batch_size=int(stage_cfg.batch_size), seed=seed)
+                             batch_size=int(stage_cfg.batch_size), seed=seed,
+                             aligned=objective.aligned)
     module = UnlearnModule(model, objective, plain(stage_cfg.optim), reference=reference)
     trainer = L.Trainer(max_epochs=int(stage_cfg.epochs), logger=logger,
                         enable_checkpointing=False, enable_model_summary=False,
