@@ -32,8 +32,8 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
         callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """Train ``model`` in place on ``splits`` with ``objective``.
 
-    ``stage_cfg`` carries epochs, batch_size, loss_scope and optim (a ``method`` node or the
-    model's ``vanilla`` node).
+    ``stage_cfg`` carries epochs, batch_size, loss_scope, optim and optionally
+    gradient_checkpointing (a ``method`` node or the model's ``vanilla`` node).
     """
     collate = Collator(processor, family, with_answer=True, loss_scope=stage_cfg.loss_scope)
     data = UnlearnDataModule({name: splits[name] for name in objective.splits}, collate,
@@ -44,7 +44,12 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
                         enable_checkpointing=False, enable_model_summary=False,
                         num_sanity_val_steps=0, callbacks=list(callbacks),
                         **trainer_kwargs(trainer_cfg))
+    checkpointing = bool(stage_cfg.get("gradient_checkpointing", False))
+    if checkpointing:  # recompute layer activations in backward: memory for compute
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     trainer.fit(module, datamodule=data)
     model.eval()
+    if checkpointing:
+        model.gradient_checkpointing_disable()
     return trainer
