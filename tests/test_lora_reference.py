@@ -254,3 +254,24 @@ def test_frozen_copy_and_view_do_not_share_state_with_student():
     view = build_reference(peft_model, True)
     view.eval().requires_grad_(False)  # what UnlearnModule does
     assert any(p.requires_grad for p in peft_model.parameters())
+
+
+@pytest.mark.parametrize("scope", ["all", "lora"])
+def test_retain_finetuned_reference_is_a_trained_frozen_copy(scope):
+    """NPO's MLLMU-Bench option: the fine-tune runs on a copy, never on the student."""
+    model, _ = build_tiny("llava", "tiny")
+    model, _ = prepare_trainable(model, {"scope": "all"} if scope == "all" else LORA)
+    student = state(model)
+    touched = []
+
+    def finetune(copy_model):
+        assert copy_model is not model and not isinstance(copy_model, PeftModel)
+        with torch.no_grad():
+            copy_model.lm_head.weight.add_(1.0)
+        touched.append(copy_model)
+
+    reference = build_reference(model, True, finetune)
+    assert isinstance(reference, FrozenCopy) and touched == [reference.viewed]
+    assert all(torch.equal(v, student[k]) for k, v in state(model).items())
+    assert not any(p.requires_grad for p in reference.parameters())
+    assert reference.training is False
