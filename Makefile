@@ -1,4 +1,5 @@
-# Two entry points: `make run` (the embedded default pipeline) and `make test`.
+# Entry points: `make run` (the embedded default pipeline), `make test`, and `make bench`
+# (peak memory of one training step per method, python -m unlearn.bench).
 # Both create .venv on first use. Torch: a CPU build where no NVIDIA GPU is visible (fast,
 # small), otherwise the newest release the range in pyproject.toml allows. Override with
 # `make TORCH_SPEC='torch==2.5.1' ...`.
@@ -8,7 +9,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.4' || echo 'torch==2.13.0')
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test clean
+.PHONY: install run test bench clean
 
 install: $(STAMP)
 
@@ -24,6 +25,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check unlearn tests
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m unlearn.bench $(ARGS)
 
 clean:
 	rm -rf outputs multirun .cache

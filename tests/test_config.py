@@ -12,8 +12,9 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 GROUPS = {
     "data": ["mllmu_bench", "synthetic_mllmu"],
     "model": ["llava7b", "qwen2vl7b", "tiny_llava", "tiny_qwen2vl"],
-    "method": ["ga", "ga_diff", "icu", "icu_t", "noise_t", "none", "vgid"],
-    "trainable_modules": ["all", "language", "lm_connector", "projector", "vision"],
+    "method": ["ga", "ga_diff", "icu", "icu_t", "kl_min", "noise_t", "none", "npo", "po",
+               "rmu", "vgid"],
+    "trainable_modules": ["all", "language", "lm_connector", "lora", "projector", "vision"],
     "trainer": ["cpu", "ddp", "ddp_cpu", "gpu"],
     "logger": ["csv", "none", "wandb"],
     "perturbation": ["gaussian", "none", "random_noise", "white"],
@@ -55,6 +56,24 @@ def test_defaults_follow_the_papers():
     assert ga_diff.optim.lr == 2e-5
 
 
+def test_baseline_defaults_follow_the_papers():
+    """Vgid Table 7 recipe for every baseline; method hyperparameters as documented."""
+    for method in ("kl_min", "npo", "po", "rmu"):
+        cfg = make([f"method={method}"])
+        validate(cfg)
+        assert (cfg.method.optim.lr, cfg.method.batch_size, cfg.method.epochs) == (2e-5, 4, 1)
+        assert cfg.method.loss_scope == "answer" and cfg.method.name == method
+    assert make(["method=npo"]).method.objective.beta == 0.9
+    assert make(["method=npo"]).method.reference.source == "initial"
+    assert make(["method=po"]).method.objective.beta == 0.1
+    rmu = make(["method=rmu"]).method.objective
+    assert (rmu.layer, rmu.steering, rmu.retain_weight) == (1, 2.0, 1.0)  # tiny: 4 layers
+    assert make(["method=rmu", "model=llava7b"]).method.objective.layer == 7
+    assert make(["method=rmu", "seed=3"]).method.objective.seed == 3
+    lora = make(["trainable_modules=lora"]).trainable_modules.lora
+    assert (lora.r, lora.alpha, lora.dropout) == (16, 16, 0.05)
+
+
 def test_unknown_group_option_lists_the_options():
     with pytest.raises((MissingConfigException, ConfigCompositionException)) as err:
         make(["method=gradient_ascent"])
@@ -72,6 +91,10 @@ def test_unknown_group_option_lists_the_options():
     ("eval.intervention=audio", "eval.intervention"),
     ("perturbation.name=blur", "perturbation.name"),
     ("prompt_style.name=rude", "prompt_style.name"),
+    ("model.vanilla.trainable=lora", "model.vanilla.trainable"),  # a full-weight stage
+    ("method.objective.reduction=sum", "method.objective.reduction"),
+    ("+method.objective.kl_reduction=batchmean", "method.objective.kl_reduction"),
+    ("+method.reference.source=oracle", "method.reference.source"),
 ])
 def test_bad_values_name_key_and_allowed(override, key):
     with pytest.raises(ConfigError, match=rf"{key}=.*is not one of \["):

@@ -246,7 +246,9 @@ def test_select_trainable_on_peft_model():
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert trainable and all(_starts(n, groups["vision"] + groups["projector"]) for n in trainable)
     assert counts["by_group"]["language"]["trainable"] == 0
-    assert set(counts["by_group"]) == {"vision", "projector", "language"}
+    # adapter weights form their own group, trained only by the "lora" scope
+    assert set(counts["by_group"]) == {"vision", "projector", "language", "lora"}
+    assert counts["by_group"]["lora"]["trainable"] == 0 < counts["by_group"]["lora"]["frozen"]
 
 
 def test_bad_scope_names_allowed_scopes(models):

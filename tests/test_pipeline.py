@@ -76,3 +76,18 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     zero_shot = [r for r in per_model["base"]
                  if r["task"] == "classification" and r["split"] == "retain"]
     assert len({r["profile_id"] for r in mcq}) == len({r["profile_id"] for r in zero_shot}) - 1
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_po_with_lora(tmp_path):
+    """PO (aligned refusal split, adapter-disabled reference) on LoRA, merged before eval."""
+    cfg = compose_cfg(tmp_path, ["method=po", "trainable_modules=lora",
+                                 "trainable_modules.lora.r=4", "method.optim.lr=1e-3"])
+    results = run(cfg, tmp_path / "po")
+    assert set(results) == {"base", "unlearned"}
+    manifest = json.loads((tmp_path / "po" / "manifest.json").read_text())
+    counts = manifest["parameters"]
+    assert counts["trainable"] == counts["by_group"]["lora"]["trainable"] > 0
+    assert counts["by_group"]["language"]["trainable"] == 0
+    logged = (tmp_path / "po" / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/margin" in logged and "train/refusal_nll" in logged

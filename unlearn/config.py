@@ -15,8 +15,10 @@ from unlearn.data.views import ATTACKS, INTERVENTIONS
 from unlearn.eval.metrics import LETTER_PARSERS
 from unlearn.methods.distill import KL_POSITIONS
 from unlearn.methods.losses import REDUCTIONS
+from unlearn.methods.rmu import DIRECTIONS, TARGET_NORMS
 from unlearn.models.loading import DTYPES, SOURCES
 from unlearn.models.modules import SCOPES
+from unlearn.models.reference import REFERENCE_SOURCES
 from unlearn.module import SCHEDULES
 
 EVAL_SPLITS = ("forget", "test", "retain", "celebrity")
@@ -25,7 +27,7 @@ CHOICES: dict[str, tuple] = {
     "model.family": FAMILIES,
     "model.source": SOURCES,
     "model.dtype": DTYPES,
-    "model.vanilla.trainable": SCOPES,
+    "model.vanilla.trainable": tuple(s for s in SCOPES if s != "lora"),  # full-weight stage
     "model.vanilla.loss_scope": LOSS_SCOPES,
     "model.vanilla.reduction": ("token_mean", "sequence_mean"),
     "model.vanilla.optim.schedule": SCHEDULES,
@@ -44,6 +46,11 @@ OPTIONAL_CHOICES: dict[str, tuple] = {
     "logger.mode": ("auto", "online", "offline"),
     "method.objective.kl_positions": KL_POSITIONS,
     "method.objective.reduction": REDUCTIONS,
+    "method.objective.kl_reduction": REDUCTIONS,
+    "method.objective.target_norm": TARGET_NORMS,
+    "method.objective.direction": DIRECTIONS,
+    "method.reference.source": REFERENCE_SOURCES,
+    "method.reference.finetune.trainable": tuple(s for s in SCOPES if s != "lora"),
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import platform
@@ -22,7 +21,8 @@ from unlearn.data.synthetic import build_synthetic_mllmu
 from unlearn.data.views import attack_view, intervention_view
 from unlearn.eval.evaluator import evaluate, few_shot_splits
 from unlearn.loggers import build_logger
-from unlearn.models.modules import select_trainable
+from unlearn.models.lora import merge_adapters, prepare_trainable
+from unlearn.models.reference import run_reference
 from unlearn.results import (
     claim_run_dir,
     print_results,
@@ -139,14 +139,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if cfg.method.objective is not None:
         t = time.time()
         objective = instantiate(cfg.method.objective)
-        counts = select_trainable(model, cfg.trainable_modules.scope)
+        model, counts = prepare_trainable(model, cfg.trainable_modules)
         log.info("trainable parameters: %s", counts)
-        reference = copy.deepcopy(model) if objective.needs_reference else None
+        reference = run_reference(cfg, model, objective, bench, processor)
         # only the sets the objective consumes (GA never decodes the retain images)
-        train_sets = {name: getattr(bench, f"{name}_train")() for name in objective.splits}
+        train_sets = objective.train_sets(lambda name: getattr(bench, f"{name}_train")())
         trainer = fit(model, processor, cfg.model.family, objective, train_sets, cfg.method,
                       cfg.trainer, seed=cfg.seed, logger=build_logger(cfg, run_dir),
                       reference=reference)
+        model = merge_adapters(model)  # evaluation sees a plain transformers model
         timings["unlearn"] = time.time() - t
         if trainer.global_rank != 0:
             return {}

@@ -33,8 +33,8 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
         callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """Train ``model`` in place on ``splits`` with ``objective``.
 
-    ``stage_cfg`` carries epochs, batch_size, loss_scope and optim (a ``method`` node or the
-    model's ``vanilla`` node).
+    ``stage_cfg`` carries epochs, batch_size, loss_scope, optim and optionally
+    gradient_checkpointing (a ``method`` node or the model's ``vanilla`` node).
     """
     views = objective.views  # split -> teacher view (distillation objectives)
     collate = {name: PairCollator(processor, family, views[name],
@@ -42,13 +42,19 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
                else Collator(processor, family, loss_scope=stage_cfg.loss_scope)
                for name in objective.splits}
     data = UnlearnDataModule({name: splits[name] for name in objective.splits}, collate,
-                             batch_size=int(stage_cfg.batch_size), seed=seed)
+                             batch_size=int(stage_cfg.batch_size), seed=seed,
+                             aligned=objective.aligned)
     module = UnlearnModule(model, objective, plain(stage_cfg.optim), reference=reference)
     trainer = L.Trainer(max_epochs=int(stage_cfg.epochs), logger=logger,
                         enable_checkpointing=False, enable_model_summary=False,
                         num_sanity_val_steps=0, callbacks=list(callbacks),
                         **trainer_kwargs(trainer_cfg))
+    checkpointing = bool(stage_cfg.get("gradient_checkpointing", False))
+    if checkpointing:  # recompute layer activations in backward: memory for compute
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     trainer.fit(module, datamodule=data)
     model.eval()
+    if checkpointing:
+        model.gradient_checkpointing_disable()
     return trainer

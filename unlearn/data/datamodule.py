@@ -4,6 +4,7 @@ The first set defines the epoch; every other set is drawn at random to the same 
 samples, so each step pairs e.g. a forget batch with a retain batch (OpenUnlearning style).
 ``collate`` is one function for every set or one per set name (a teacher-view pair collator
 for the forget set, the plain collator for the retain set).
+A split ``aligned`` to another (built from it item by item) is drawn in exactly its order.
 """
 
 from __future__ import annotations
@@ -21,11 +22,19 @@ from unlearn.data.schema import Sample
 class UnlearnDataModule(L.LightningDataModule):
     def __init__(self, splits: Mapping[str, Sequence[Sample]],
                  collate: Callable | Mapping[str, Callable],
-                 batch_size: int, seed: int = 0, num_workers: int = 0):
+                 batch_size: int, seed: int = 0, num_workers: int = 0,
+                 aligned: Mapping[str, str] | None = None):
         super().__init__()
         empty = [name for name, samples in splits.items() if not samples]
         if not splits or empty:
             raise ValueError(f"empty training split(s): {empty or 'none given'}")
+        self.aligned = dict(aligned or {})
+        for name, source in self.aligned.items():
+            if name not in splits or source not in splits:
+                raise ValueError(f"aligned split {name!r} -> {source!r}: both must be loaded")
+            if len(splits[name]) != len(splits[source]):
+                raise ValueError(f"aligned split {name!r} has {len(splits[name])} items, "
+                                 f"{source!r} has {len(splits[source])}")
         self.splits = {name: list(samples) for name, samples in splits.items()}
         self.collate, self.batch_size = collate, batch_size
         self.seed, self.num_workers = seed, num_workers
@@ -34,7 +43,9 @@ class UnlearnDataModule(L.LightningDataModule):
         names = list(self.splits)
         n_primary = len(self.splits[names[0]])
         loaders = {}
-        for i, name in enumerate(names):
+        for name in names:
+            # an aligned split reuses its source's seed and length: the same index sequence
+            i = names.index(self.aligned.get(name, name))
             gen = torch.Generator().manual_seed(self.seed + i)
             data = self.splits[name]
             collate = self.collate[name] if isinstance(self.collate, Mapping) else self.collate

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 
 from unlearn.data.collate import View
+from unlearn.data.schema import Sample
+
+SampleLoader = Callable[[str], list[Sample]]
 
 
 @dataclass
@@ -23,15 +26,39 @@ class Objective:
 
     ``splits`` names the batches the objective consumes (the data module builds one loader
     per name, the first being the epoch-defining one); ``needs_reference`` asks the module
-    for a frozen copy of the pre-unlearning model; ``views`` asks for a teacher encoding of
-    the same samples next to the clean one.
+    for a frozen view of the pre-unlearning model; ``views`` asks for a teacher encoding of
+    the same samples next to the clean one. ``aligned`` maps a derived split to the
+    split it was built from item by item (PO's refusal answers to the forget questions), so
+    the data module draws both in the same order and batch i of each holds the same prompts.
     """
 
     splits: tuple[str, ...] = ("forget",)
     needs_reference: bool = False
     # split -> teacher View: those batches arrive as {"student", "teacher", "ids"} pairs
     views: Mapping[str, View] = {}
+    aligned: Mapping[str, str] = {}
+
+    def train_sets(self, load: SampleLoader) -> dict[str, list[Sample]]:
+        """The training samples of each split in ``splits``; ``load(name)`` reads a benchmark
+        split (``forget``, ``retain``). Objectives that derive splits override this."""
+        return {name: load(name) for name in self.splits}
 
     def __call__(self, model: torch.nn.Module, batch: Mapping[str, Mapping[str, torch.Tensor]],
                  reference: torch.nn.Module | None = None) -> LossOutput:
         raise NotImplementedError
+
+
+def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
+    """Objectives validate their own options too: they are instantiated after config checks."""
+    if value not in allowed:
+        raise ValueError(f"method.objective.{key}={value!r} is not one of {list(allowed)}")
+    return value
+
+
+def require_reference(objective: Objective, reference: torch.nn.Module | None
+                      ) -> torch.nn.Module:
+    """The reference, or a clear error when the caller forgot to pass one."""
+    if reference is None:
+        raise ValueError(f"{type(objective).__name__} needs a reference model "
+                         "(needs_reference=True) but none was given")
+    return reference

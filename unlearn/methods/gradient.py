@@ -6,8 +6,8 @@ marks (answer tokens by default, ``loss_scope: full`` for the official MLLMU con
 
 from __future__ import annotations
 
-from unlearn.methods.base import LossOutput, Objective
-from unlearn.methods.losses import nll
+from unlearn.methods.base import LossOutput, Objective, check_choice
+from unlearn.methods.losses import REDUCTIONS, batch_mean, nll
 
 
 class FineTune(Objective):
@@ -30,17 +30,20 @@ class FineTune(Objective):
 
 
 class GradientAscent(Objective):
-    """GA: L = -NLL(forget), token mean over the batch."""
+    """GA: L = -NLL(forget); ``reduction`` token_mean (HF / MLLMU default) or per sequence."""
 
     splits = ("forget",)
 
+    def __init__(self, reduction: str = "token_mean"):
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+
     def __call__(self, model, batch, reference=None) -> LossOutput:
-        forget_nll = nll(model, batch["forget"])
+        forget_nll = batch_mean(nll(model, batch["forget"], self.reduction))
         return LossOutput(-forget_nll, {"forget_nll": forget_nll.detach()})
 
 
 class GradientDifference(Objective):
-    """GA_Diff: L = -NLL(forget) + retain_weight * NLL(retain), one paired step per batch.
+    """GA_Diff: L = -NLL(forget) + λ·NLL(retain) (λ = ``retain_weight``), one paired step.
 
     The paired form follows OpenUnlearning (one forget batch with one random retain batch);
     MLLMU-Bench's official script makes sequential passes instead (methods.md §4.1).
@@ -48,12 +51,13 @@ class GradientDifference(Objective):
 
     splits = ("forget", "retain")
 
-    def __init__(self, retain_weight: float = 1.0):
-        self.retain_weight = retain_weight
+    def __init__(self, retain_weight: float = 1.0, reduction: str = "token_mean"):
+        self.retain_weight = float(retain_weight)
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
 
     def __call__(self, model, batch, reference=None) -> LossOutput:
-        forget_nll = nll(model, batch["forget"])
-        retain_nll = nll(model, batch["retain"])
+        forget_nll = batch_mean(nll(model, batch["forget"], self.reduction))
+        retain_nll = batch_mean(nll(model, batch["retain"], self.reduction))
         loss = -forget_nll + self.retain_weight * retain_nll
         return LossOutput(loss, {"forget_nll": forget_nll.detach(),
                                  "retain_nll": retain_nll.detach()})

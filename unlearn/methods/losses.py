@@ -74,6 +74,11 @@ def masked_reduce(values: torch.Tensor, mask: torch.Tensor, reduction: str) -> t
     raise ValueError(f"reduction={reduction!r} is not one of {list(REDUCTIONS)}")
 
 
+def batch_mean(value: torch.Tensor) -> torch.Tensor:
+    """Scalar from a reduced loss: per-sequence values (B,) are averaged over the batch."""
+    return value.mean() if value.dim() else value
+
+
 def reduce_nll(logp: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
     """Negative log-likelihood under one of ``REDUCTIONS`` (``sequence_sum`` = -log p(y|x))."""
     return masked_reduce(-logp, mask, reduction)
@@ -84,3 +89,30 @@ def nll(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     logp, mask = aligned_logprobs(*label_logits(model, batch))
     return reduce_nll(logp, mask, reduction)
 
+
+def reference_logits(reference: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Logits of the frozen reference: never part of the autograd graph."""
+    with torch.no_grad():
+        return logits_of(reference, batch)
+
+
+def reference_nll(reference: torch.nn.Module, batch: Mapping[str, torch.Tensor],
+                  reduction: str = "token_mean") -> torch.Tensor:
+    logp, mask = token_logprobs(reference_logits(reference, batch), batch["labels"])
+    return reduce_nll(logp, mask, reduction)
+
+
+def kl_per_token(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(P_ref || P_theta) over the vocabulary at each position predicting a labelled token.
+
+    Returns (B, T-1) values (0 where unlabelled) and the label mask, like
+    :func:`token_logprobs`; computed in fp32 at labelled positions only.
+    """
+    logits, shifted_labels = shifted(logits, labels)
+    mask = shifted_labels != IGNORE
+    log_q = logits[mask].float().log_softmax(-1)
+    log_p = ref_logits[:, :-1][mask].float().log_softmax(-1)
+    kl = torch.zeros(mask.shape, dtype=torch.float32, device=logits.device)
+    kl[mask] = (log_p.exp() * (log_p - log_q)).sum(-1)
+    return kl, mask

@@ -10,8 +10,9 @@ Groups (transformers 5.x layout, G9):
   outputs, not embeddings), so "language" unlearning must be able to change them.
 
 A scope is a tuple of groups (``lm_connector`` = language + projector), so a new scope is one
-entry in :data:`SCOPES`; "lora" needs one more group (adapter weights, matched by name before the
-prefix groups in :func:`group_of`).
+entry in :data:`SCOPES`. ``lora`` is the group of peft adapter weights (matched by name before
+the prefix groups in :func:`group_of`); :func:`unlearn.models.lora.prepare_trainable` adds the
+adapters before selecting it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from unlearn.models.tiny import ARCHS
 
 GROUPS: tuple[str, ...] = ("vision", "projector", "language")
 OTHER = "other"  # parameters no group claims (e.g. added by a wrapper); trained by "all" only
+LORA_MARK = ".lora_"  # peft LoRA parameter names: lora_A, lora_B, lora_embedding_A, ...
 SCOPES: dict[str, tuple[str, ...]] = {
     "all": (*GROUPS, OTHER),
     "vision": ("vision", "projector"),
@@ -30,6 +32,7 @@ SCOPES: dict[str, tuple[str, ...]] = {
     "lm_connector": ("language", "projector"),
     "projector": ("projector",),
     "none": (),
+    "lora": ("lora",),  # peft adapters on the language model (unlearn.models.lora)
 }
 
 
@@ -75,8 +78,20 @@ def module_groups(model: torch.nn.Module) -> dict[str, list[str]]:
 
 
 def group_of(name: str, groups: dict[str, list[str]]) -> str:
-    """The group a parameter name belongs to; :data:`OTHER` for names no group claims."""
+    """The group a parameter name belongs to; :data:`OTHER` for names no group claims.
+
+    LoRA adapter weights (``….lora_A.default.weight``) form the ``lora`` group whatever module
+    they sit in, so the ``lora`` scope trains exactly the adapters.
+    """
+    if LORA_MARK in name:
+        return "lora"
     return next((g for g, prefixes in groups.items() if name.startswith(tuple(prefixes))), OTHER)
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The language model's decoder layers (LLaVA and Qwen2-VL alike), through any wrapper."""
+    inner, _ = _unwrap(model)
+    return inner.model.language_model.layers
 
 
 def unused_parameters(model: torch.nn.Module) -> list[str]:
