@@ -38,11 +38,13 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     collate = Collator(processor, family, with_answer=True, loss_scope=stage_cfg.loss_scope)
     data = UnlearnDataModule({name: splits[name] for name in objective.splits}, collate,
                              batch_size=int(stage_cfg.batch_size), seed=seed)
-    module = UnlearnModule(model, objective, plain(stage_cfg.optim), reference=reference)
+    kwargs = trainer_kwargs(trainer_cfg)
+    clip = kwargs.pop("gradient_clip_val", None) if objective.multi_step else None
+    module = UnlearnModule(model, objective, plain(stage_cfg.optim), reference=reference,
+                           clip_norm=clip)
     trainer = L.Trainer(max_epochs=int(stage_cfg.epochs), logger=logger,
                         enable_checkpointing=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, callbacks=list(callbacks),
-                        **trainer_kwargs(trainer_cfg))
+                        num_sanity_val_steps=0, callbacks=list(callbacks), **kwargs)
     model.train()
     trainer.fit(module, datamodule=data)
     model.eval()
