@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from unlearn.data.collate import LOSS_SCOPES
 from unlearn.data.prompts import FAMILIES
 from unlearn.eval.metrics import LETTER_PARSERS
+from unlearn.methods.mmunlearner import SCHEDULES as MMU_SCHEDULES
 from unlearn.models.loading import DTYPES, SOURCES
 from unlearn.models.modules import SCOPES
 from unlearn.module import SCHEDULES
@@ -32,7 +33,10 @@ CHOICES: dict[str, tuple] = {
     "eval.letter_parser": LETTER_PARSERS,
     "logger.name": ("csv", "wandb", "none"),
 }
-OPTIONAL_CHOICES: dict[str, tuple] = {"logger.mode": ("auto", "online", "offline")}
+OPTIONAL_CHOICES: dict[str, tuple] = {
+    "logger.mode": ("auto", "online", "offline"),
+    "method.schedule": MMU_SCHEDULES,
+}
 
 
 class ConfigError(ValueError):
