@@ -19,7 +19,9 @@ from unlearn.methods.mask_report import density, module_type, plot_density
 from unlearn.methods.mmunlearner import MMUnlearner
 from unlearn.methods.saliency import check_aligned, fisher_diag, float32, ratio_mask, trainable
 from unlearn.models import build_tiny, module_groups, select_trainable
-from unlearn.pipeline import objective_setup
+from unlearn.pipeline import objective_setup, run
+
+from .test_pipeline import compose_cfg
 
 
 class Toy(torch.nn.Module):
@@ -311,3 +313,20 @@ def test_real_model_groups_cover_every_mask_entry(llava):
 def test_bad_schedule_names_allowed_values():
     with pytest.raises(ValueError, match=r"method.schedule='alt' is not one of \['fused', "):
         MMUnlearner(schedule="alt")
+
+
+@pytest.mark.slow
+def test_pipeline_official_then_fused_reuses_the_mask(tmp_path):
+    common = ["method=mmunlearner", "trainable_modules=vision", "method.optim.lr=1e-3"]
+    run(compose_cfg(tmp_path, [*common, "method.schedule=official"]), tmp_path / "official")
+    run(compose_cfg(tmp_path, common), tmp_path / "fused")
+    first, second = (json.loads((tmp_path / d / "manifest.json").read_text())["mask"]
+                     for d in ("official", "fused"))
+    assert not first["cached"] and second["cached"] and first["path"] == second["path"]
+    assert first["schedule"] == "official" and first["forget_every"] > 1
+    assert second["bytes_per_param"] <= 0.125 + 0.01
+    assert set(first["by_group"]) == {"vision", "projector"}
+    for d in ("official", "fused"):
+        assert (tmp_path / d / "mask_density.png").stat().st_size > 0
+        losses = (tmp_path / d / "logs" / "metrics.csv").read_text().splitlines()[0]
+        assert "train/forget_nll" in losses and "train/retain_nll" in losses

@@ -65,14 +65,16 @@ class UnlearnModule(L.LightningModule):
         opt, sched = self.optimizers(), self.lr_schedulers()
         losses, parts = [], {}
         for out in self.objective.step_losses(self.model, batch, self.reference, batch_idx):
+            losses.append(out.loss.detach())
+            parts |= out.parts
+            if not out.loss.requires_grad:  # reaches no trainable weight (text-only, vision)
+                continue
             opt.zero_grad()
             self.manual_backward(out.loss)
             if self.clip_norm:
                 self.clip_gradients(opt, gradient_clip_val=self.clip_norm,
                                     gradient_clip_algorithm="norm")
             opt.step()
-            losses.append(out.loss.detach())
-            parts |= out.parts
         sched.step()
         self._log(torch.stack(losses).sum(), parts, bs)
         return None
