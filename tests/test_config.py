@@ -12,8 +12,8 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 GROUPS = {
     "data": ["mllmu_bench", "synthetic_mllmu"],
     "model": ["llava7b", "qwen2vl7b", "tiny_llava", "tiny_qwen2vl"],
-    "method": ["ga", "ga_diff", "icu", "icu_t", "kl_min", "noise_t", "none", "npo", "po",
-               "rmu", "vgid"],
+    "method": ["ga", "ga_diff", "icu", "icu_t", "kl_min", "mmunlearner", "noise_t", "none", "npo",
+               "po", "rmu", "vgid"],
     "trainable_modules": ["all", "language", "lm_connector", "lora", "projector", "vision"],
     "trainer": ["cpu", "ddp", "ddp_cpu", "gpu"],
     "logger": ["csv", "none", "wandb"],
@@ -54,6 +54,11 @@ def test_defaults_follow_the_papers():
     ga_diff = make(["method=ga_diff"]).method
     assert ga_diff.objective._target_.endswith("GradientDifference")
     assert ga_diff.optim.lr == 2e-5
+    mmu = make(["method=mmunlearner"]).method
+    assert (mmu.optim.lr, mmu.epochs, mmu.batch_size) == (1e-5, 1, 4)
+    assert (mmu.objective.beta, mmu.objective.eps, mmu.objective.schedule) == (1.0, 1e-15, "fused")
+    assert make(["method=mmunlearner", "method.schedule=official"]).method.objective.schedule \
+        == "official"
 
 
 def test_baseline_defaults_follow_the_papers():
@@ -95,10 +100,11 @@ def test_unknown_group_option_lists_the_options():
     ("method.objective.reduction=sum", "method.objective.reduction"),
     ("+method.objective.kl_reduction=batchmean", "method.objective.kl_reduction"),
     ("+method.reference.source=oracle", "method.reference.source"),
+    ("method=mmunlearner method.schedule=alternate", "method.schedule"),
 ])
 def test_bad_values_name_key_and_allowed(override, key):
     with pytest.raises(ConfigError, match=rf"{key}=.*is not one of \["):
-        validate(make([override]))
+        validate(make(override.split()))
 
 
 @pytest.mark.parametrize(("option", "hub_id", "cls_name"), [

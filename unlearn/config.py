@@ -15,6 +15,7 @@ from unlearn.data.views import ATTACKS, INTERVENTIONS
 from unlearn.eval.metrics import LETTER_PARSERS
 from unlearn.methods.distill import KL_POSITIONS
 from unlearn.methods.losses import REDUCTIONS
+from unlearn.methods.mmunlearner import SCHEDULES as MMU_SCHEDULES
 from unlearn.methods.rmu import DIRECTIONS, TARGET_NORMS
 from unlearn.models.loading import DTYPES, SOURCES
 from unlearn.models.modules import SCOPES
@@ -51,6 +52,7 @@ OPTIONAL_CHOICES: dict[str, tuple] = {
     "method.objective.direction": DIRECTIONS,
     "method.reference.source": REFERENCE_SOURCES,
     "method.reference.finetune.trainable": tuple(s for s in SCOPES if s != "lora"),
+    "method.schedule": MMU_SCHEDULES,
 }
 
 

@@ -49,22 +49,53 @@ class UnlearnModule(L.LightningModule):
     """Student model + objective (+ frozen reference when the objective asks for one)."""
 
     def __init__(self, model: torch.nn.Module, objective: Objective, optim: Mapping[str, Any],
-                 reference: torch.nn.Module | None = None):
+                 reference: torch.nn.Module | None = None, clip_norm: float | None = None):
+        """``clip_norm`` clips each step of a ``multi_step`` objective (Lightning's
+        ``gradient_clip_val`` applies to automatic optimisation only)."""
         super().__init__()
         self.model = model
         self.objective = objective
         self.optim = dict(optim)
         self.reference = reference
+        self.clip_norm = clip_norm
+        # several optimizer steps per batch need manual optimisation; one step stays automatic
+        self.automatic_optimization = not objective.multi_step
         if reference is not None:
             reference.eval().requires_grad_(False)
 
+    def on_fit_start(self) -> None:
+        if not self.automatic_optimization and self.trainer.world_size > 1:
+            raise NotImplementedError(
+                "objectives with several optimizer steps per batch (e.g. method.schedule="
+                "official) run in one process only; use the default schedule with DDP")
+
     def training_step(self, batch: Mapping[str, Mapping[str, torch.Tensor]], batch_idx: int):
-        out = self.objective(self.model, batch, self.reference)
         bs = batch_size_of(batch)
-        self.log("train/loss", out.loss.detach(), prog_bar=True, batch_size=bs)
-        for name, value in out.parts.items():
+        if self.automatic_optimization:
+            out = self.objective(self.model, batch, self.reference)
+            self._log(out.loss, out.parts, bs)
+            return out.loss
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        losses, parts = [], {}
+        for out in self.objective.step_losses(self.model, batch, self.reference, batch_idx):
+            losses.append(out.loss.detach())
+            parts |= out.parts
+            if not out.loss.requires_grad:  # reaches no trainable weight (text-only, vision)
+                continue
+            opt.zero_grad()
+            self.manual_backward(out.loss)
+            if self.clip_norm:
+                self.clip_gradients(opt, gradient_clip_val=self.clip_norm,
+                                    gradient_clip_algorithm="norm")
+            opt.step()
+        sched.step()
+        self._log(torch.stack(losses).sum(), parts, bs)
+        return None
+
+    def _log(self, loss: torch.Tensor, parts: Mapping[str, torch.Tensor], bs: int) -> None:
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
+        for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=bs)
-        return out.loss
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

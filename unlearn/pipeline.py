@@ -15,12 +15,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from unlearn.config import validate
-from unlearn.data.collate import CLEAN, View
+from unlearn.data.collate import CLEAN, Collator, View
 from unlearn.data.mllmu import MLLMUBench
 from unlearn.data.synthetic import build_synthetic_mllmu
 from unlearn.data.views import attack_view, intervention_view
 from unlearn.eval.evaluator import evaluate, few_shot_splits
 from unlearn.loggers import build_logger
+from unlearn.methods.base import Setup
 from unlearn.models.lora import merge_adapters, prepare_trainable
 from unlearn.models.reference import run_reference
 from unlearn.results import (
@@ -80,6 +81,20 @@ def base_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict, key: st
             write_json(tmp / "metrics.json", metrics)
             write_jsonl(tmp / "generations.jsonl", records)
     return metrics, records, False
+
+
+def objective_setup(cfg: DictConfig, bench: MLLMUBench, processor: Any, provenance: dict,
+                    run_dir: Path) -> Setup:
+    """What an objective's ``prepare`` may use; caches it builds are keyed by ``provenance``."""
+    return Setup(
+        collate=Collator(processor, cfg.model.family, with_answer=True,
+                         loss_scope=cfg.method.loss_scope),
+        batch_size=int(cfg.method.batch_size), seed=int(cfg.seed),
+        cache_dir=Path(cfg.paths.cache_dir), run_dir=run_dir,
+        provenance={"model": provenance["fingerprint"], "data": bench.fingerprint(),
+                    "forget": list(bench.forget_ids), "family": cfg.model.family,
+                    "scope": cfg.trainable_modules.scope, "loss_scope": cfg.method.loss_scope},
+    )
 
 
 def git_commit() -> str:
@@ -144,6 +159,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         reference = run_reference(cfg, model, objective, bench, processor)
         # only the sets the objective consumes (GA never decodes the retain images)
         train_sets = objective.train_sets(lambda name: getattr(bench, f"{name}_train")())
+        manifest |= objective.prepare(model, train_sets, objective_setup(
+            cfg, bench, processor, provenance, run_dir))
+        train_sets = {name: objective.select(name, s) for name, s in train_sets.items()}
         trainer = fit(model, processor, cfg.model.family, objective, train_sets, cfg.method,
                       cfg.trainer, seed=cfg.seed, logger=build_logger(cfg, run_dir),
                       reference=reference)

@@ -44,11 +44,13 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     data = UnlearnDataModule({name: splits[name] for name in objective.splits}, collate,
                              batch_size=int(stage_cfg.batch_size), seed=seed,
                              aligned=objective.aligned)
-    module = UnlearnModule(model, objective, plain(stage_cfg.optim), reference=reference)
+    kwargs = trainer_kwargs(trainer_cfg)
+    clip = kwargs.pop("gradient_clip_val", None) if objective.multi_step else None
+    module = UnlearnModule(model, objective, plain(stage_cfg.optim), reference=reference,
+                           clip_norm=clip)
     trainer = L.Trainer(max_epochs=int(stage_cfg.epochs), logger=logger,
                         enable_checkpointing=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, callbacks=list(callbacks),
-                        **trainer_kwargs(trainer_cfg))
+                        num_sanity_val_steps=0, callbacks=list(callbacks), **kwargs)
     checkpointing = bool(stage_cfg.get("gradient_checkpointing", False))
     if checkpointing:  # recompute layer activations in backward: memory for compute
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

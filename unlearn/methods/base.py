@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,6 +23,22 @@ class LossOutput:
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class Setup:
+    """What an objective may use before training besides the model and its sample sets.
+
+    ``provenance`` holds what a cache built from the model must be keyed by (model and data
+    fingerprints, trainable scope, ...); ``collate`` encodes samples exactly as training does.
+    """
+
+    collate: Callable[[Sequence[Sample]], dict[str, torch.Tensor]]
+    batch_size: int
+    seed: int
+    cache_dir: Path
+    run_dir: Path
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
 class Objective:
     """Base class of every unlearning (and fine-tuning) objective.
 
@@ -30,6 +48,10 @@ class Objective:
     the same samples next to the clean one. ``aligned`` maps a derived split to the
     split it was built from item by item (PO's refusal answers to the forget questions), so
     the data module draws both in the same order and batch i of each holds the same prompts.
+
+    Optional hooks, no-ops by default: :meth:`prepare` (work on the pre-unlearning model, e.g.
+    saliency masks), :meth:`select` (which samples of a split train) and, for objectives that
+    make several optimizer steps per batch (``multi_step``), :meth:`step_losses`.
     """
 
     splits: tuple[str, ...] = ("forget",)
@@ -37,6 +59,7 @@ class Objective:
     # split -> teacher View: those batches arrive as {"student", "teacher", "ids"} pairs
     views: Mapping[str, View] = {}
     aligned: Mapping[str, str] = {}
+    multi_step: bool = False
 
     def train_sets(self, load: SampleLoader) -> dict[str, list[Sample]]:
         """The training samples of each split in ``splits``; ``load(name)`` reads a benchmark
@@ -46,6 +69,23 @@ class Objective:
     def __call__(self, model: torch.nn.Module, batch: Mapping[str, Mapping[str, torch.Tensor]],
                  reference: torch.nn.Module | None = None) -> LossOutput:
         raise NotImplementedError
+
+    def prepare(self, model: torch.nn.Module, sets: Mapping[str, Sequence[Sample]],
+                setup: Setup) -> dict[str, Any]:
+        """Called once after the trainable scope is set, before training; returns manifest
+        entries. ``sets`` are the full training sets of :attr:`splits`, before :meth:`select`."""
+        return {}
+
+    def select(self, split: str, samples: Sequence[Sample]) -> list[Sample]:
+        """The samples of ``split`` that train (all of them unless an objective narrows it)."""
+        return list(samples)
+
+    def step_losses(self, model: torch.nn.Module,
+                    batch: Mapping[str, Mapping[str, torch.Tensor]],
+                    reference: torch.nn.Module | None, batch_idx: int) -> Iterator[LossOutput]:
+        """Losses of the optimizer steps one batch makes, in order, for ``multi_step``
+        objectives; lazy, so each loss sees the parameters after the previous step."""
+        yield self(model, batch, reference)
 
 
 def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
