@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from unlearn.data.schema import Sample
 from unlearn.methods import mask_cache
-from unlearn.methods.base import LossOutput, Objective, Setup
-from unlearn.methods.losses import nll, reduce_nll, token_logprobs
+from unlearn.methods.base import LossOutput, Objective, Setup, check_choice
+from unlearn.methods.losses import REDUCTIONS, batch_mean, nll, reduce_nll, token_logprobs
 from unlearn.methods.mask_report import density, plot_density
 from unlearn.methods.saliency import (
     check_aligned,
@@ -63,13 +63,15 @@ class MMUnlearner(Objective):
     """Saliency-masked gradient difference; masks come from :meth:`prepare`."""
 
     def __init__(self, beta: float = 1.0, eps: float = 1e-15, retain_weight: float = 1.0,
-                 schedule: str = "fused", save_fisher: bool = False):
+                 schedule: str = "fused", save_fisher: bool = False,
+                 reduction: str = "token_mean"):
         if schedule not in SCHEDULES:
             raise ValueError(f"method.schedule={schedule!r} is not one of {list(SCHEDULES)}")
         if beta <= 0 or eps < 0:
             raise ValueError(f"need method.objective.beta > 0 and eps >= 0, got {beta}, {eps}")
         self.beta, self.eps, self.retain_weight = float(beta), float(eps), float(retain_weight)
         self.schedule, self.save_fisher = schedule, bool(save_fisher)
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.multi_step = schedule == "official"
         self.splits = ("forget", "retain") if schedule == "fused" else ("retain", "forget")
         self.masks: dict[str, torch.Tensor] | None = None
@@ -148,11 +150,11 @@ class MMUnlearner(Objective):
         """NLL of the forget batch whose gradient reaches parameters only where m = 1."""
         logits = masked_forward(model, self._device_masks(model), batch)
         logp, mask = token_logprobs(logits, batch["labels"])
-        return reduce_nll(logp, mask, "token_mean")
+        return batch_mean(reduce_nll(logp, mask, self.reduction))
 
     def __call__(self, model, batch, reference=None) -> LossOutput:
         forget_nll = self.forget_loss(model, batch["forget"])
-        retain_nll = nll(model, batch["retain"])
+        retain_nll = batch_mean(nll(model, batch["retain"], self.reduction))
         loss = -forget_nll + self.retain_weight * retain_nll
         return LossOutput(loss, {"forget_nll": forget_nll.detach(),
                                  "retain_nll": retain_nll.detach()})
@@ -161,5 +163,5 @@ class MMUnlearner(Objective):
         if batch_idx % self.forget_every == 0:
             forget_nll = self.forget_loss(model, batch["forget"])
             yield LossOutput(-forget_nll, {"forget_nll": forget_nll.detach()})
-        retain_nll = nll(model, batch["retain"])
+        retain_nll = batch_mean(nll(model, batch["retain"], self.reduction))
         yield LossOutput(self.retain_weight * retain_nll, {"retain_nll": retain_nll.detach()})

@@ -226,11 +226,8 @@ class TinySize:
 SIZES: dict[str, TinySize] = {
     # unit tests
     "tiny": TinySize(512, 64, 2, 4, 2, 256, 64, 2, 4, 256),
-    # memorise -> unlearn integration runs on CPU. Six layers (not four): with four, the
-    # multiple-choice skill (emit the letter of the option that matches a recalled fact) did
-    # not emerge within a CPU budget; with six it does after ~1.5k steps of batch 32
-    # (experiments/foundation.md).
-    "small": TinySize(2048, 192, 6, 6, 2, 512, 128, 3, 4, 512, tie_embeddings=True),
+    # memorise -> unlearn integration runs on CPU
+    "small": TinySize(2048, 192, 4, 6, 2, 512, 128, 3, 4, 512, tie_embeddings=True),
     "base": TinySize(1024, 256, 6, 8, 4, 768, 192, 4, 6, 768),
 }
 DEFAULT_IMAGE_SIZE: dict[str, int] = {"llava": 64, "qwen2_vl": 56, "qwen2_5_vl": 56}
