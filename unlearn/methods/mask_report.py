@@ -89,7 +89,7 @@ def plot_density(stats: Mapping[str, Any], path: Path, title: str = "") -> Path:
     ax.set_xticks(range(len(COLUMNS)), [c.replace(" ", "\n") for c in COLUMNS], fontsize=8)
     ax.set_ylabel("layer")
     ax.set_title(title or f"selected fraction {stats['fraction']:.3f}", fontsize=9)
-    fig.colorbar(image, ax=ax, label="fraction of parameters selected (mask = 1)")
+    fig.colorbar(image, ax=ax, label="fraction with mask = 1")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -19,6 +19,7 @@ Schedules:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -111,6 +112,7 @@ class MMUnlearner(Objective):
             s_p = fisher_diag(model, (b for part in parts for b in part), params)
             return s_t, s_p
 
+        start = time.time()
         found = mask_cache.load_or_compute(
             setup.cache_dir, key_parts, saliencies,
             lambda s: ratio_mask(*s, beta=self.beta, eps=self.eps),
@@ -126,6 +128,7 @@ class MMUnlearner(Objective):
                                   f"{stats['fraction']:.1%} of {stats['total']:,} selected")
         return {"mask": {
             "path": str(found.path), "key": found.key, "cached": found.cached,
+            "seconds": round(time.time() - start, 2),
             "bytes": found.bytes_on_disk,
             "bytes_per_param": round(found.bytes_on_disk / max(1, stats["total"]), 4),
             "sets": {"target": len(target), **{k: len(v) for k, v in preserve.items()}},
