@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import lightning as L
 import torch
 
-from unlearn.methods.base import Objective
+from unlearn.methods.base import LossOutput, Objective
 
 SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine", "wsd")
 
@@ -49,25 +49,29 @@ class UnlearnModule(L.LightningModule):
     """Student model + objective (+ frozen reference when the objective asks for one)."""
 
     def __init__(self, model: torch.nn.Module, objective: Objective, optim: Mapping[str, Any],
-                 reference: torch.nn.Module | None = None, clip_norm: float | None = None):
-        """``clip_norm`` clips each step of a ``multi_step`` objective (Lightning's
-        ``gradient_clip_val`` applies to automatic optimisation only)."""
+                 reference: torch.nn.Module | None = None, clip_norm: float | None = None,
+                 per_term: bool = False):
+        """``clip_norm`` clips each manual step (Lightning's ``gradient_clip_val`` applies to
+        automatic optimisation only). ``per_term`` backpropagates each of the objective's
+        :meth:`~Objective.terms` before building the next (same gradient as their sum, peak
+        memory of the largest term)."""
         super().__init__()
         self.model = model
         self.objective = objective
         self.optim = dict(optim)
         self.reference = reference
         self.clip_norm = clip_norm
-        # several optimizer steps per batch need manual optimisation; one step stays automatic
-        self.automatic_optimization = not objective.multi_step
+        # several backward passes or optimizer steps per batch need manual optimisation
+        self.automatic_optimization = not (objective.multi_step or per_term)
         if reference is not None:
             reference.eval().requires_grad_(False)
 
     def on_fit_start(self) -> None:
         if not self.automatic_optimization and self.trainer.world_size > 1:
             raise NotImplementedError(
-                "objectives with several optimizer steps per batch (e.g. method.schedule="
-                "official) run in one process only; use the default schedule with DDP")
+                "several backward passes or optimizer steps per batch (method.backward_per_term"
+                "=true, method.schedule=official) run in one process only; turn them off "
+                "with DDP")
 
     def training_step(self, batch: Mapping[str, Mapping[str, torch.Tensor]], batch_idx: int):
         bs = batch_size_of(batch)
@@ -77,13 +81,17 @@ class UnlearnModule(L.LightningModule):
             return out.loss
         opt, sched = self.optimizers(), self.lr_schedulers()
         losses, parts = [], {}
-        for out in self.objective.step_losses(self.model, batch, self.reference, batch_idx):
-            losses.append(out.loss.detach())
-            parts |= out.parts
-            if not out.loss.requires_grad:  # reaches no trainable weight (text-only, vision)
-                continue
+        for terms in self._manual_steps(batch, batch_idx):
             opt.zero_grad()
-            self.manual_backward(out.loss)
+            backward = False
+            for out in terms:  # lazy: each term's graph is freed before the next is built
+                losses.append(out.loss.detach())
+                parts |= out.parts
+                if out.loss.requires_grad:  # reaches no trainable weight (text-only, vision)
+                    self.manual_backward(out.loss)
+                    backward = True
+            if not backward:
+                continue
             if self.clip_norm:
                 self.clip_gradients(opt, gradient_clip_val=self.clip_norm,
                                     gradient_clip_algorithm="norm")
@@ -91,6 +99,15 @@ class UnlearnModule(L.LightningModule):
         sched.step()
         self._log(torch.stack(losses).sum(), parts, bs)
         return None
+
+    def _manual_steps(self, batch: Mapping[str, Mapping[str, torch.Tensor]], batch_idx: int
+                      ) -> Iterator[Iterator[LossOutput]]:
+        """Optimizer steps of one batch, each as the loss terms to backpropagate."""
+        if self.objective.multi_step:
+            for out in self.objective.step_losses(self.model, batch, self.reference, batch_idx):
+                yield iter((out,))
+        else:
+            yield self.objective.terms(self.model, batch, self.reference)
 
     def _log(self, loss: torch.Tensor, parts: Mapping[str, torch.Tensor], bs: int) -> None:
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)

@@ -34,7 +34,8 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     """Train ``model`` in place on ``splits`` with ``objective``.
 
     ``stage_cfg`` carries epochs, batch_size, loss_scope, optim and optionally
-    gradient_checkpointing (a ``method`` node or the model's ``vanilla`` node).
+    gradient_checkpointing and backward_per_term (a ``method`` node or the model's
+    ``vanilla`` node).
     """
     views = objective.views  # split -> teacher view (distillation objectives)
     collate = {name: PairCollator(processor, family, views[name],
@@ -45,9 +46,11 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
                              batch_size=int(stage_cfg.batch_size), seed=seed,
                              aligned=objective.aligned)
     kwargs = trainer_kwargs(trainer_cfg)
-    clip = kwargs.pop("gradient_clip_val", None) if objective.multi_step else None
+    per_term = bool(stage_cfg.get("backward_per_term", False))
+    manual = objective.multi_step or per_term
+    clip = kwargs.pop("gradient_clip_val", None) if manual else None
     module = UnlearnModule(model, objective, plain(stage_cfg.optim), reference=reference,
-                           clip_norm=clip)
+                           clip_norm=clip, per_term=per_term)
     trainer = L.Trainer(max_epochs=int(stage_cfg.epochs), logger=logger,
                         enable_checkpointing=False, enable_model_summary=False,
                         num_sanity_val_steps=0, callbacks=list(callbacks), **kwargs)

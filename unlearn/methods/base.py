@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,13 @@ class Objective:
                  reference: torch.nn.Module | None = None) -> LossOutput:
         raise NotImplementedError
 
+    def terms(self, model: torch.nn.Module, batch: Mapping[str, Mapping[str, torch.Tensor]],
+              reference: torch.nn.Module | None = None) -> Iterator[LossOutput]:
+        """The loss as additive terms, built lazily one after the other, so that the module
+        can backpropagate each term before the next one's graph exists (peak memory = the
+        largest term, not their sum: ``method.backward_per_term``). Default: one term."""
+        yield self(model, batch, reference)
+
     def prepare(self, model: torch.nn.Module, sets: Mapping[str, Sequence[Sample]],
                 setup: Setup) -> dict[str, Any]:
         """Called once after the trainable scope is set, before training; returns manifest
@@ -86,6 +93,28 @@ class Objective:
         """Losses of the optimizer steps one batch makes, in order, for ``multi_step``
         objectives; lazy, so each loss sees the parameters after the previous step."""
         yield self(model, batch, reference)
+
+
+class TermwiseObjective(Objective):
+    """An objective written as :meth:`terms` (e.g. a forget term and a retain term); its
+    loss is their sum."""
+
+    def __call__(self, model, batch, reference=None) -> LossOutput:
+        return summed(self.terms(model, batch, reference))
+
+    def terms(self, model, batch, reference=None) -> Iterator[LossOutput]:
+        raise NotImplementedError
+
+
+def summed(terms: Iterable[LossOutput]) -> LossOutput:
+    """One LossOutput from additive terms: losses added, parts merged."""
+    loss, parts = None, {}
+    for term in terms:
+        loss = term.loss if loss is None else loss + term.loss
+        parts |= term.parts
+    if loss is None:
+        raise ValueError("an objective yielded no loss terms")
+    return LossOutput(loss, parts)
 
 
 def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> str:

@@ -23,7 +23,7 @@ import torch
 
 from unlearn.data.collate import IGNORE, View
 from unlearn.data.views import teacher_view
-from unlearn.methods.base import LossOutput, Objective
+from unlearn.methods.base import LossOutput, TermwiseObjective
 from unlearn.methods.losses import REDUCTIONS, logits_of, masked_reduce
 
 KL_POSITIONS: tuple[str, ...] = ("answer", "all")
@@ -76,7 +76,7 @@ def _per_position(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class Distillation(Objective):
+class Distillation(TermwiseObjective):
     """Vgid (instruction + perturbation), ICU-T (instruction only), Noise-T (perturbation only).
 
     ``cache_top_k``: keep each forget sample's teacher top-k log-probs (CPU memory, k values
@@ -143,13 +143,14 @@ class Distillation(Objective):
         idx = torch.cat([self.cache[i][1] for i in ids]).to(student.device)
         return topk_forward_kl(top, idx, student, self.temperature)
 
-    def __call__(self, model, batch, reference=None) -> LossOutput:
+    def terms(self, model, batch, reference=None):
         if reference is None:
             raise ValueError("distillation needs the frozen base model (needs_reference)")
         forget = batch["forget"]
         mask = kl_mask(forget["student"], self.kl_positions)
         student = selected(logits_of(model, forget["student"]), mask)
         forget_kl = self._reduce(self._forget_kl(reference, forget, student, mask), mask)
+        yield LossOutput(self.alpha * forget_kl, {"forget_kl": forget_kl.detach()})
 
         retain = batch["retain"]
         rmask = kl_mask(retain, self.kl_positions)
@@ -157,6 +158,4 @@ class Distillation(Objective):
             base = selected(logits_of(reference, retain), rmask)
         retain_student = selected(logits_of(model, retain), rmask)
         retain_kl = self._reduce(forward_kl(base, retain_student, self.temperature), rmask)
-        loss = self.alpha * forget_kl + self.beta * retain_kl
-        return LossOutput(loss, {"forget_kl": forget_kl.detach(),
-                                 "retain_kl": retain_kl.detach()})
+        yield LossOutput(self.beta * retain_kl, {"retain_kl": retain_kl.detach()})

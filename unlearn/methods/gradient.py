@@ -6,7 +6,7 @@ marks (answer tokens by default, ``loss_scope: full`` for the official MLLMU con
 
 from __future__ import annotations
 
-from unlearn.methods.base import LossOutput, Objective, check_choice
+from unlearn.methods.base import LossOutput, Objective, TermwiseObjective, check_choice
 from unlearn.methods.losses import REDUCTIONS, batch_mean, nll
 
 
@@ -42,7 +42,7 @@ class GradientAscent(Objective):
         return LossOutput(-forget_nll, {"forget_nll": forget_nll.detach()})
 
 
-class GradientDifference(Objective):
+class GradientDifference(TermwiseObjective):
     """GA_Diff: L = -NLL(forget) + λ·NLL(retain) (λ = ``retain_weight``), one paired step.
 
     The paired form follows OpenUnlearning (one forget batch with one random retain batch);
@@ -55,9 +55,8 @@ class GradientDifference(Objective):
         self.retain_weight = float(retain_weight)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
 
-    def __call__(self, model, batch, reference=None) -> LossOutput:
+    def terms(self, model, batch, reference=None):
         forget_nll = batch_mean(nll(model, batch["forget"], self.reduction))
+        yield LossOutput(-forget_nll, {"forget_nll": forget_nll.detach()})
         retain_nll = batch_mean(nll(model, batch["retain"], self.reduction))
-        loss = -forget_nll + self.retain_weight * retain_nll
-        return LossOutput(loss, {"forget_nll": forget_nll.detach(),
-                                 "retain_nll": retain_nll.detach()})
+        yield LossOutput(self.retain_weight * retain_nll, {"retain_nll": retain_nll.detach()})

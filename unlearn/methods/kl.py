@@ -10,7 +10,12 @@ adds the retain NLL: ``retain_nll_weight: 1`` reproduces that.
 
 from __future__ import annotations
 
-from unlearn.methods.base import LossOutput, Objective, check_choice, require_reference
+from unlearn.methods.base import (
+    LossOutput,
+    TermwiseObjective,
+    check_choice,
+    require_reference,
+)
 from unlearn.methods.losses import (
     REDUCTIONS,
     batch_mean,
@@ -24,7 +29,7 @@ from unlearn.methods.losses import (
 )
 
 
-class KLMinimization(Objective):
+class KLMinimization(TermwiseObjective):
     """L = -NLL(forget) + β·KL(P_ref ‖ P_θ)(retain) [+ retain_nll_weight·NLL(retain)]."""
 
     splits = ("forget", "retain")
@@ -37,18 +42,18 @@ class KLMinimization(Objective):
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.kl_reduction = check_choice("kl_reduction", kl_reduction, REDUCTIONS)
 
-    def __call__(self, model, batch, reference=None) -> LossOutput:
+    def terms(self, model, batch, reference=None):
         reference = require_reference(self, reference)
         forget_nll = batch_mean(nll(model, batch["forget"], self.reduction))
+        yield LossOutput(-forget_nll, {"forget_nll": forget_nll.detach()})
         retain = batch["retain"]
         logits = logits_of(model, retain)
         kl_tok, mask = kl_per_token(logits, reference_logits(reference, retain), retain["labels"])
         kl = batch_mean(masked_reduce(kl_tok, mask, self.kl_reduction))
-        loss = -forget_nll + self.beta * kl
-        parts = {"forget_nll": forget_nll.detach(), "retain_kl": kl.detach()}
+        loss, parts = self.beta * kl, {"retain_kl": kl.detach()}
         if self.retain_nll_weight:
             logp, mask = token_logprobs(logits, retain["labels"])
             retain_nll = batch_mean(reduce_nll(logp, mask, self.reduction))
             loss = loss + self.retain_nll_weight * retain_nll
             parts["retain_nll"] = retain_nll.detach()
-        return LossOutput(loss, parts)
+        yield LossOutput(loss, parts)

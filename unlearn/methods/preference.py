@@ -10,15 +10,15 @@ PO: off, as DPO and Vgid eq. 9). A retain NLL term (OpenUnlearning) is off by de
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from unlearn.methods.base import (
     LossOutput,
-    Objective,
     SampleLoader,
+    TermwiseObjective,
     check_choice,
     require_reference,
 )
@@ -26,7 +26,7 @@ from unlearn.methods.losses import REDUCTIONS, batch_mean, nll, reference_nll
 from unlearn.methods.refusals import draw_refusals, load_refusals
 
 
-class _ReferenceLikelihood(Objective):
+class _ReferenceLikelihood(TermwiseObjective):
     """Shared options: β, reduction, 2/β scaling, optional retain NLL weight."""
 
     needs_reference = True
@@ -46,13 +46,11 @@ class _ReferenceLikelihood(Objective):
         student = nll(model, batch, self.reduction)
         return reference_nll(reference, batch, self.reduction) - student, student
 
-    def with_retain(self, loss: torch.Tensor, parts: dict, model: torch.nn.Module,
-                    batch: Mapping) -> LossOutput:
+    def retain_terms(self, model: torch.nn.Module, batch: Mapping) -> Iterator[LossOutput]:
+        """The optional retain term λ·NLL(retain), a separate term of :meth:`terms`."""
         if self.retain_weight:
             retain_nll = batch_mean(nll(model, batch["retain"], self.reduction))
-            loss = loss + self.retain_weight * retain_nll
-            parts["retain_nll"] = retain_nll.detach()
-        return LossOutput(loss, parts)
+            yield LossOutput(self.retain_weight * retain_nll, {"retain_nll": retain_nll.detach()})
 
 
 class NegativePreferenceOptimization(_ReferenceLikelihood):
@@ -63,13 +61,14 @@ class NegativePreferenceOptimization(_ReferenceLikelihood):
         super().__init__(beta, reduction, scale_2_over_beta, retain_weight)
         self.splits = ("forget", "retain") if self.retain_weight else ("forget",)
 
-    def __call__(self, model, batch, reference=None) -> LossOutput:
+    def terms(self, model, batch, reference=None):
         reference = require_reference(self, reference)
         ratio, forget_nll = self.logp_ratio(model, reference, batch["forget"])
         loss = -self.scale * F.logsigmoid(-self.beta * ratio).mean()
         parts = {"forget_nll": batch_mean(forget_nll).detach(),
                  "logp_ratio": ratio.mean().detach()}
-        return self.with_retain(loss, parts, model, batch)
+        yield LossOutput(loss, parts)
+        yield from self.retain_terms(model, batch)
 
 
 class PreferenceOptimization(_ReferenceLikelihood):
@@ -100,7 +99,7 @@ class PreferenceOptimization(_ReferenceLikelihood):
             sets["retain"] = load("retain")
         return sets
 
-    def __call__(self, model, batch, reference=None) -> LossOutput:
+    def terms(self, model, batch, reference=None):
         reference = require_reference(self, reference)
         win, refusal_nll = self.logp_ratio(model, reference, batch["forget_refusal"])
         lose, forget_nll = self.logp_ratio(model, reference, batch["forget"])
@@ -109,4 +108,5 @@ class PreferenceOptimization(_ReferenceLikelihood):
         parts = {"forget_nll": batch_mean(forget_nll).detach(),
                  "refusal_nll": batch_mean(refusal_nll).detach(),
                  "margin": margin.mean().detach()}
-        return self.with_retain(loss, parts, model, batch)
+        yield LossOutput(loss, parts)
+        yield from self.retain_terms(model, batch)

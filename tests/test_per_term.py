@@ -1,0 +1,88 @@
+"""Per-term backward (``method.backward_per_term``): the objective's loss is the sum of its
+terms, each term is built only after the previous one was consumed, and training one term at
+a time through the LightningModule gives the same weights as the summed loss."""
+
+import copy
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from unlearn.data.mllmu import MLLMUBench
+from unlearn.methods.gradient import GradientDifference
+from unlearn.methods.kl import KLMinimization
+from unlearn.methods.preference import NegativePreferenceOptimization
+from unlearn.models.modules import select_trainable
+from unlearn.models.reference import build_reference
+from unlearn.models.tiny import build_tiny
+from unlearn.train import fit
+
+from .test_baselines import K1, K2, K3, NLL_TOKEN_MEAN, reference_model
+from .test_losses import FixedLogits, two_sequences
+
+
+class CountingModel(FixedLogits):
+    """FixedLogits that records how many forward passes it has made."""
+
+    calls = 0
+
+    def forward(self, *args, **kwargs):
+        type(self).calls += 1
+        return super().forward(*args, **kwargs)
+
+
+def test_kl_min_terms_by_hand_and_built_lazily():
+    logits, batch = two_sequences()
+    model = CountingModel(logits)
+    CountingModel.calls = 0
+    terms = KLMinimization(beta=0.5).terms(model, {"forget": batch, "retain": batch},
+                                           reference_model())
+    forget = next(terms)
+    assert CountingModel.calls == 1  # the retain forward has not happened yet
+    assert forget.loss.item() == pytest.approx(-NLL_TOKEN_MEAN)
+    assert set(forget.parts) == {"forget_nll"}
+    retain = next(terms)
+    assert CountingModel.calls == 2
+    assert retain.loss.item() == pytest.approx(0.5 * (K1 + K2 + K3) / 3)
+    assert next(terms, None) is None
+
+
+@pytest.mark.parametrize("objective", [
+    GradientDifference(retain_weight=2.0),
+    KLMinimization(beta=0.5, retain_nll_weight=1.0),
+    NegativePreferenceOptimization(beta=0.9, retain_weight=0.5),
+])
+def test_loss_is_the_sum_of_its_terms(objective):
+    logits, batch = two_sequences()
+    model, ref = FixedLogits(logits), reference_model()
+    batches = {"forget": batch, "retain": batch}
+    terms = list(objective.terms(model, batches, ref))
+    whole = objective(model, batches, ref)
+    assert len(terms) == 2
+    assert whole.loss.item() == pytest.approx(sum(t.loss.item() for t in terms))
+    assert whole.parts.keys() == {k for t in terms for k in t.parts}
+
+
+@pytest.mark.parametrize("objective", [GradientDifference(), KLMinimization(beta=1.0)])
+def test_per_term_training_equals_summed_loss(tiny_bench_dir, objective):
+    """Two Lightning steps (AdamW, clipping) from the same weights on the same batches."""
+    bench = MLLMUBench(str(tiny_bench_dir), forget_ratio=10, seed=0)
+    splits = {"forget": bench.forget_train()[:4], "retain": bench.retain_train()[:4]}
+    base, processor = build_tiny("llava", "tiny")
+    trainer_cfg = OmegaConf.create({"accelerator": "cpu", "devices": 1,
+                                    "gradient_clip_val": 0.05, "enable_progress_bar": False})
+    weights = {}
+    for per_term in (False, True):
+        model = copy.deepcopy(base)
+        select_trainable(model, "all")
+        stage = OmegaConf.create({"epochs": 1, "batch_size": 2, "loss_scope": "answer",
+                                  "backward_per_term": per_term,
+                                  "optim": {"lr": 1e-3, "schedule": "constant"}})
+        trainer = fit(model, processor, "llava", objective, splits, stage, trainer_cfg, seed=0,
+                      reference=build_reference(model, objective.needs_reference))
+        assert trainer.global_step == 2
+        assert trainer.lightning_module.automatic_optimization is not per_term
+        weights[per_term] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    moved = (weights[False] - torch.cat([p.flatten() for p in base.parameters()])).abs().max()
+    assert moved > 1e-4
+    torch.testing.assert_close(weights[True], weights[False], atol=1e-6, rtol=1e-5)
