@@ -34,3 +34,31 @@ def test_wandb_goes_offline_without_network(tmp_path, monkeypatch):
     assert set(run.tags) == {"model:tiny_llava", "method:ga", "forget:10"}
     run.finish()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_lightning_lines_reach_the_console_once():
+    """Under Hydra (root handlers set) a Lightning message is emitted by exactly one handler."""
+    import logging
+
+    from lightning.pytorch.utilities import rank_zero_info
+
+    class Count(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record.getMessage())
+
+    root, lightning = logging.getLogger(), logging.getLogger("lightning")
+    counter, saved_root, saved_lightning = Count(), root.handlers[:], lightning.handlers[:]
+    lightning_own = Count()
+    lightning.handlers[:] = [lightning_own]  # stands in for the package's stream handler
+    root.handlers[:] = [counter]
+    try:
+        loggers.route_lightning_logs()
+        rank_zero_info("probe line")
+        assert counter.records.count("probe line") == 1
+        assert lightning_own.records == []
+    finally:
+        root.handlers[:], lightning.handlers[:] = saved_root, saved_lightning

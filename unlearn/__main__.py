@@ -13,8 +13,10 @@ CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="config")
 def main(cfg: DictConfig) -> None:
+    from unlearn.loggers import route_lightning_logs
     from unlearn.pipeline import run  # heavy imports after Hydra has parsed the overrides
 
+    route_lightning_logs()
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 

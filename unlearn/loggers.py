@@ -14,6 +14,17 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 
+def route_lightning_logs() -> None:
+    """Let Lightning's messages reach the console once, through the root (Hydra's) handlers.
+
+    The ``lightning`` package logger brings its own stream handler and also propagates to
+    the root, so under Hydra every Lightning line was printed twice; without it the lines
+    keep Hydra's format and also reach the job's log file.
+    """
+    if logging.getLogger().handlers:
+        logging.getLogger("lightning").handlers.clear()
+
+
 def wandb_reachable(host: str = "api.wandb.ai", timeout: float = 2.0) -> bool:
     try:
         with socket.create_connection((host, 443), timeout=timeout):
