@@ -46,11 +46,11 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
                              batch_size=int(stage_cfg.batch_size), seed=seed,
                              aligned=objective.aligned)
     kwargs = trainer_kwargs(trainer_cfg)
-    per_term = bool(stage_cfg.get("backward_per_term", False))
-    manual = objective.multi_step or per_term
-    clip = kwargs.pop("gradient_clip_val", None) if manual else None
     module = UnlearnModule(model, objective, plain(stage_cfg.optim), reference=reference,
-                           clip_norm=clip, per_term=per_term)
+                           clip_norm=kwargs.get("gradient_clip_val"),
+                           per_term=bool(stage_cfg.get("backward_per_term", False)))
+    if not module.automatic_optimization:  # the module clips its manual steps itself
+        kwargs.pop("gradient_clip_val", None)
     trainer = L.Trainer(max_epochs=int(stage_cfg.epochs), logger=logger,
                         enable_checkpointing=False, enable_model_summary=False,
                         num_sanity_val_steps=0, callbacks=list(callbacks), **kwargs)
