@@ -98,6 +98,24 @@ def test_builds_are_deterministic_and_sized():
     assert small == {"llava": 2_664_320, "qwen2_vl": 3_014_976, "qwen2_5_vl": 3_212_224}
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_init_std_scales_the_language_model_not_the_vision_tower(arch):
+    """Same random stream, wider normal: LM weights scale exactly by 4; the vision tower stays."""
+    a, _ = build_tiny(arch, "tiny", seed=1)
+    b, _ = build_tiny(arch, "tiny", seed=1, init_std=0.08)
+    assert b.config.text_config.initializer_range == 0.08
+    lm_a, lm_b = a.model.language_model, b.model.language_model
+    for name in ("embed_tokens.weight", "layers.0.self_attn.q_proj.weight",
+                 "layers.1.mlp.down_proj.weight"):
+        assert torch.allclose(lm_a.get_parameter(name) * 4, lm_b.get_parameter(name), atol=1e-6)
+    assert lm_b.get_parameter("layers.0.self_attn.q_proj.weight").std().item() == pytest.approx(
+        0.08, rel=0.05)
+    vision = "vision_tower" if arch == "llava" else "visual"
+    pairs = zip(getattr(a.model, vision).state_dict().values(),
+                getattr(b.model, vision).state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)
+
+
 def test_image_size_sets_image_tokens():
     llava, proc = build_tiny("llava", "tiny", image_size=112)  # patch 16 -> 7x7 tokens
     assert llava.config.image_seq_length == 49 and proc.patch_size == 16
@@ -267,6 +285,9 @@ def _cfg(**overrides) -> dict:
 def test_load_tiny_from_config():
     model, processor = load_model_and_processor(
         _cfg(family="qwen2_5_vl", dtype="bfloat16", attn_implementation="eager"))
+    wide, _ = load_model_and_processor(
+        _cfg(tiny={"size": "tiny", "image_size": None, "seed": 0, "init_std": 0.05}))
+    assert wide.config.text_config.initializer_range == 0.05
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration" and not model.training
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert model.config._attn_implementation == "eager"

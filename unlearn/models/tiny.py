@@ -239,8 +239,11 @@ def build_tiny(
     image_size: int | None = None,
     seed: int = 0,
     extra_corpus: Sequence[str] | None = None,
+    init_std: float = 0.02,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Build a deterministic (given ``seed``) tiny model and its processor.
+
+    ``init_std`` is the language model's ``initializer_range`` (transformers' 0.02 by default).
 
     ``image_size`` defaults to 64 for LLaVA (patch 16, or 14 when 16 does not divide it) and 56
     for Qwen (must be a multiple of 28; ``(image_size / 28) ** 2`` image tokens).
@@ -252,15 +255,15 @@ def build_tiny(
     tok = build_tokenizer(arch, SIZES[size].vocab, extra_corpus)
     torch.manual_seed(seed)
     if arch == "llava":
-        model, proc = _build_llava(SIZES[size], image_size, tok)
+        model, proc = _build_llava(SIZES[size], image_size, tok, init_std)
     else:
-        model, proc = _build_qwen(SIZES[size], arch, image_size, tok)
+        model, proc = _build_qwen(SIZES[size], arch, image_size, tok, init_std)
     set_generation_defaults(model, tok)
     return model, proc
 
 
 def _build_llava(
-    s: TinySize, image_size: int, tok: PreTrainedTokenizerFast
+    s: TinySize, image_size: int, tok: PreTrainedTokenizerFast, init_std: float
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """LLaVA-1.5 layout: CLIP ViT, penultimate-layer features without CLS, 2-layer MLP projector."""
     patch = next((p for p in (16, 14) if image_size % p == 0), None)
@@ -272,6 +275,7 @@ def _build_llava(
         num_key_value_heads=s.lm_kv, max_position_embeddings=1024,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id, tie_word_embeddings=s.tie_embeddings,
+        initializer_range=init_std,
     )
     vis_cfg = CLIPVisionConfig(
         hidden_size=s.v_hidden, intermediate_size=s.v_inter, num_hidden_layers=s.v_layers,
@@ -299,7 +303,7 @@ def _build_llava(
 
 
 def _build_qwen(
-    s: TinySize, arch: str, image_size: int, tok: PreTrainedTokenizerFast
+    s: TinySize, arch: str, image_size: int, tok: PreTrainedTokenizerFast, init_std: float
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Qwen2-VL / Qwen2.5-VL layout: patch 14, 2x2 merger (the projector), M-RoPE LM."""
     if image_size % 28:
@@ -312,6 +316,7 @@ def _build_qwen(
         num_key_value_heads=s.lm_kv, max_position_embeddings=1024,
         rope_parameters={"rope_type": "default", "mrope_section": section, "rope_theta": 1e6},
         bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        initializer_range=init_std,
     )
     token_ids = {
         key: tok.convert_tokens_to_ids(token)
