@@ -101,10 +101,17 @@ def test_unknown_group_option_lists_the_options():
     ("+method.objective.kl_reduction=batchmean", "method.objective.kl_reduction"),
     ("+method.reference.source=oracle", "method.reference.source"),
     ("method=mmunlearner method.schedule=alternate", "method.schedule"),
+    ("model.vanilla.mcq_warmup.schedule=step", "model.vanilla.mcq_warmup.schedule"),
 ])
 def test_bad_values_name_key_and_allowed(override, key):
     with pytest.raises(ConfigError, match=rf"{key}=.*is not one of \["):
         validate(make(override.split()))
+
+
+@pytest.mark.parametrize("mix", ["1.0", "-0.1"])
+def test_hint_mix_outside_unit_interval_fails(mix):
+    with pytest.raises(ConfigError, match=r"model.vanilla.mcq_warmup.mix=.*must be in \[0, 1\)"):
+        validate(make([f"model.vanilla.mcq_warmup.mix={mix}"]))
 
 
 @pytest.mark.parametrize(("option", "hub_id", "cls_name"), [

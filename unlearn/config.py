@@ -53,6 +53,7 @@ OPTIONAL_CHOICES: dict[str, tuple] = {
     "method.reference.source": REFERENCE_SOURCES,
     "method.reference.finetune.trainable": tuple(s for s in SCOPES if s != "lora"),
     "method.schedule": MMU_SCHEDULES,
+    "model.vanilla.mcq_warmup.schedule": SCHEDULES,
 }
 
 
@@ -78,6 +79,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"method.loss_scope={cfg.method.loss_scope!r} is not one of "
                           "['answer'] for distillation (method.objective.kl_positions picks "
                           "the compared positions)")
+    mix = OmegaConf.select(cfg, "model.vanilla.mcq_warmup.mix", default=0.0)
+    if not 0 <= float(mix) < 1:
+        raise ConfigError(f"model.vanilla.mcq_warmup.mix={mix!r} must be in [0, 1)")
     bad = [s for s in cfg.eval.splits if s not in EVAL_SPLITS]
     if bad:
         raise ConfigError(f"eval.splits has {bad}; allowed: {list(EVAL_SPLITS)}")

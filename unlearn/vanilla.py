@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from unlearn.data.hints import hint_items
 from unlearn.data.prompts import answer_text, build_prompt
 from unlearn.data.schema import Sample
 from unlearn.methods.gradient import FineTune
@@ -68,6 +69,17 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
     log.info("vanilla fine-tune on %d items, %s", len(train), counts)
     start = time.time()
     objective = FineTune(mcfg.vanilla.reduction)
+    warm = mcfg.vanilla.get("mcq_warmup") or {}
+    if int(warm.get("steps", 0)) > 0:
+        hints = hint_items(train, int(warm.steps) * int(warm.batch_size), seed=cfg.seed)
+        log.info("multiple-choice warm-up: %d steps on hint items", warm.steps)
+        stage = OmegaConf.merge(mcfg.vanilla, {
+            "epochs": 1, "batch_size": warm.batch_size,
+            "optim": {"lr": warm.lr, "schedule": warm.schedule}})
+        fit(model, processor, mcfg.family, objective, {"train": hints}, stage, cfg.trainer,
+            seed=cfg.seed)
+        mix = float(warm.get("mix", 0.0))
+        train = train + hint_items(train, round(len(train) * mix / (1 - mix)), seed=cfg.seed + 1)
     trainer = fit(model, processor, mcfg.family, objective, {"train": train}, mcfg.vanilla,
                   cfg.trainer, seed=cfg.seed)
     seconds = time.time() - start
