@@ -69,17 +69,7 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
     log.info("vanilla fine-tune on %d items, %s", len(train), counts)
     start = time.time()
     objective = FineTune(mcfg.vanilla.reduction)
-    warm = mcfg.vanilla.get("mcq_warmup") or {}
-    if int(warm.get("steps", 0)) > 0:
-        hints = hint_items(train, int(warm.steps) * int(warm.batch_size), seed=cfg.seed)
-        log.info("multiple-choice warm-up: %d steps on hint items", warm.steps)
-        stage = OmegaConf.merge(mcfg.vanilla, {
-            "epochs": 1, "batch_size": warm.batch_size,
-            "optim": {"lr": warm.lr, "schedule": warm.schedule}})
-        fit(model, processor, mcfg.family, objective, {"train": hints}, stage, cfg.trainer,
-            seed=cfg.seed)
-        mix = float(warm.get("mix", 0.0))
-        train = train + hint_items(train, round(len(train) * mix / (1 - mix)), seed=cfg.seed + 1)
+    train = _mcq_warmup(cfg, model, processor, objective, train)
     trainer = fit(model, processor, mcfg.family, objective, {"train": train}, mcfg.vanilla,
                   cfg.trainer, seed=cfg.seed)
     seconds = time.time() - start
@@ -90,3 +80,20 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
                 {"key": key, "items": len(train), "seconds": seconds,
                  "config": plain(mcfg)}, indent=2))
     return model, processor, info | {"cached": False, "seconds": round(seconds, 1)}
+
+
+def _mcq_warmup(cfg: DictConfig, model: Any, processor: Any, objective: FineTune,
+                train: list[Sample]) -> list[Sample]:
+    """Run the optional hint-item phase; return the epochs' items with their hint share."""
+    warm = cfg.model.vanilla.get("mcq_warmup") or {}
+    if int(warm.get("steps", 0)) <= 0:
+        return train
+    hints = hint_items(train, int(warm.steps) * int(warm.batch_size), seed=cfg.seed)
+    log.info("multiple-choice warm-up: %d steps on hint items", warm.steps)
+    stage = OmegaConf.merge(cfg.model.vanilla, {
+        "epochs": 1, "batch_size": warm.batch_size,
+        "optim": {"lr": warm.lr, "schedule": warm.schedule}})
+    fit(model, processor, cfg.model.family, objective, {"train": hints}, stage, cfg.trainer,
+        seed=cfg.seed)
+    mix = float(warm.get("mix", 0.0))
+    return train + hint_items(train, round(len(train) * mix / (1 - mix)), seed=cfg.seed + 1)
