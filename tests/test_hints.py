@@ -1,4 +1,5 @@
-"""Hint items for the multiple-choice warm-up: truth stated, options permuted, letter follows."""
+"""Hint items for the multiple-choice warm-up: truth stated, options permuted, letter follows,
+a fresh item at every read."""
 
 from types import SimpleNamespace
 
@@ -6,7 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from unlearn import vanilla
-from unlearn.data.hints import hint_items
+from unlearn.data.datamodule import UnlearnDataModule
+from unlearn.data.hints import FreshHints
 from unlearn.data.schema import Sample
 
 OPTIONS = {"A": "1952", "B": "2000", "C": "1946", "D": "1955"}
@@ -19,7 +21,8 @@ QA = Sample("3", "Where does Ava come from?", "Ava comes from Oslo.", "qa", "tex
 
 
 def test_hint_items_state_the_truth_and_point_to_it():
-    items = hint_items([MCQ, REFUSAL, QA], 40, seed=0)
+    hints = FreshHints([MCQ, REFUSAL, QA], 40, seed=0)
+    items = [hints[i] for i in range(len(hints))]
     assert len(items) == 40
     assert {s.profile_id for s in items} == {"1"}  # refusals and plain QA never qualify
     for s in items:
@@ -29,19 +32,43 @@ def test_hint_items_state_the_truth_and_point_to_it():
         assert s.options[s.answer] == "1955"
         assert s.modality == "image_text" and s.task == "classification"
     assert len({s.answer for s in items}) == 4  # the letter moves: nothing to memorise
-    assert [s.options for s in hint_items([MCQ], 5, seed=0)] == [
-        s.options for s in items[:5]]
-    assert hint_items([MCQ], 5, seed=1) != hint_items([MCQ], 5, seed=0)
+
+
+def test_every_read_draws_a_new_item_deterministically():
+    def two_epochs(seed):
+        hints = FreshHints([MCQ], 30, seed=seed)
+        return [[hints[i].options for i in range(30)] for _ in range(2)]
+
+    first, second = two_epochs(0)
+    assert first != second  # the second epoch sees other option orders
+    assert sum(a == b for a, b in zip(first, second, strict=True)) < 15  # ~1/24 by chance
+    assert two_epochs(0) == [first, second]  # same seed, same stream
+    assert two_epochs(1)[0] != first
 
 
 def test_no_multiple_choice_items_is_an_error():
     with pytest.raises(ValueError, match="mcq_warmup.steps=0"):
-        hint_items([QA, REFUSAL], 3, seed=0)
+        FreshHints([QA, REFUSAL], 3, seed=0)
 
 
-def test_warmup_runs_before_the_epochs_with_its_own_recipe(monkeypatch, tmp_path):
-    """Two fits: the hint phase (steps x batch items, one epoch, its LR), then train + mix."""
+def test_data_module_keeps_a_dataset_instead_of_copying_it():
+    hints = FreshHints([MCQ], 4, seed=0)
+    dm = UnlearnDataModule({"train": hints, "retain": [QA]}, collate=list, batch_size=2)
+    assert dm.splits["train"] is hints and dm.splits["retain"] == [QA]
+
+
+class Bench:
+    def fingerprint(self, configs):
+        return "f"
+
+    def finetune(self):
+        return [MCQ, QA, REFUSAL, QA]
+
+
+def run_vanilla(monkeypatch, tmp_path, **vanilla_cfg):
+    """The vanilla stage with a recording ``fit``: returns its (train items, stage) calls."""
     calls = []
+
     def fake_fit(model, processor, family, objective, splits, stage, *args, **kwargs):
         calls.append((splits["train"], stage))
         return SimpleNamespace(global_rank=1)  # not rank 0: nothing is saved
@@ -50,28 +77,36 @@ def test_warmup_runs_before_the_epochs_with_its_own_recipe(monkeypatch, tmp_path
     monkeypatch.setattr(vanilla, "load_model_and_processor", lambda *a, **k: (None, None))
     monkeypatch.setattr(vanilla, "select_trainable", lambda *a: {})
     monkeypatch.setattr(vanilla, "vanilla_key", lambda *a: "k")
-
-    class Bench:
-        def fingerprint(self, configs):
-            return "f"
-
-        def finetune(self):
-            return [MCQ, QA, REFUSAL, QA]
-
     cfg = OmegaConf.create({
         "seed": 0, "paths": {"cache_dir": str(tmp_path)},
         "trainer": {}, "model": {"name": "m", "family": "llava", "vanilla": {
             "checkpoint": None, "trainable": "all", "reduction": "token_mean", "epochs": 12,
             "batch_size": 16, "loss_scope": "answer",
-            "optim": {"lr": 1e-3, "schedule": "cosine", "warmup_steps": 30},
-            "mcq_warmup": {"steps": 3, "batch_size": 2, "lr": 5e-4, "schedule": "constant",
-                           "mix": 0.2}}}})
+            "optim": {"lr": 1e-3, "schedule": "cosine", "warmup_steps": 30}, **vanilla_cfg}}})
     vanilla.vanilla_model(cfg, Bench())
+    return calls
+
+
+def test_warmup_runs_before_the_epochs_with_its_own_recipe(monkeypatch, tmp_path):
+    """Two fits: the hint phase (steps x batch items, one epoch, its LR), then train + mix."""
+    calls = run_vanilla(monkeypatch, tmp_path, mcq_warmup={
+        "steps": 3, "batch_size": 2, "lr": 5e-4, "schedule": "constant", "mix": 0.2})
     (hints, warm), (train, main) = calls
-    assert len(hints) == 6 and all(s.question.startswith("Hint: 1955.") for s in hints)
+    assert len(hints) == 6 and all(hints[i].question.startswith("Hint: 1955.") for i in range(6))
     assert (warm.epochs, warm.batch_size, warm.optim.lr, warm.optim.schedule) == (
         1, 2, 5e-4, "constant")
     assert warm.optim.warmup_steps == 30 and warm.loss_scope == "answer"
-    assert train[:4] == [MCQ, QA, REFUSAL, QA] and len(train) == 5  # 4 * 0.2 / 0.8 = 1 hint
-    assert train[4].question.startswith("Hint: ")
+    assert [train[i] for i in range(4)] == [MCQ, QA, REFUSAL, QA]
+    assert len(train) == 5 and train[4].question.startswith("Hint: ")  # 4 * 0.2 / 0.8 = 1
     assert (main.epochs, main.batch_size, main.optim.lr) == (12, 16, 1e-3)
+
+
+def test_the_mix_applies_without_warmup_too(monkeypatch, tmp_path):
+    (train, main), = run_vanilla(monkeypatch, tmp_path, mcq_warmup={
+        "steps": 0, "batch_size": 2, "lr": 5e-4, "schedule": "constant", "mix": 0.5})
+    fixed, hints = train.datasets
+    assert fixed == [MCQ, QA, REFUSAL, QA]
+    assert isinstance(hints, FreshHints) and len(hints) == 4  # 4 * 0.5 / 0.5
+    (plain, _), = run_vanilla(monkeypatch, tmp_path)
+    assert plain == [MCQ, QA, REFUSAL, QA]  # neither option: the items themselves
+

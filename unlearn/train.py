@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch.utils.data import Dataset
 
 from unlearn.data.collate import Collator
 from unlearn.data.datamodule import UnlearnDataModule
@@ -28,8 +29,9 @@ def trainer_kwargs(trainer_cfg: DictConfig) -> dict[str, Any]:
 
 
 def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objective,
-        splits: Mapping[str, Sequence[Sample]], stage_cfg: DictConfig, trainer_cfg: DictConfig,
-        *, seed: int, logger: Any = False, reference: torch.nn.Module | None = None,
+        splits: Mapping[str, Sequence[Sample] | Dataset], stage_cfg: DictConfig,
+        trainer_cfg: DictConfig, *, seed: int, logger: Any = False,
+        reference: torch.nn.Module | None = None,
         callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """Train ``model`` in place on ``splits`` with ``objective``.
 

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import ConcatDataset, Dataset
 
-from unlearn.data.hints import hint_items
+from unlearn.data.hints import FreshHints
 from unlearn.data.prompts import answer_text, build_prompt
 from unlearn.data.schema import Sample
 from unlearn.methods.gradient import FineTune
@@ -69,8 +70,9 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
     log.info("vanilla fine-tune on %d items, %s", len(train), counts)
     start = time.time()
     objective = FineTune(mcfg.vanilla.reduction)
-    train = _mcq_warmup(cfg, model, processor, objective, train)
-    trainer = fit(model, processor, mcfg.family, objective, {"train": train}, mcfg.vanilla,
+    _mcq_warmup(cfg, model, processor, objective, train)
+    items = _epoch_items(cfg, train)
+    trainer = fit(model, processor, mcfg.family, objective, {"train": items}, mcfg.vanilla,
                   cfg.trainer, seed=cfg.seed)
     seconds = time.time() - start
     if trainer.global_rank == 0:
@@ -83,17 +85,25 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
 
 
 def _mcq_warmup(cfg: DictConfig, model: Any, processor: Any, objective: FineTune,
-                train: list[Sample]) -> list[Sample]:
-    """Run the optional hint-item phase; return the epochs' items with their hint share."""
+                train: list[Sample]) -> None:
+    """The optional phase on hint items before the epochs (``model.vanilla.mcq_warmup``)."""
     warm = cfg.model.vanilla.get("mcq_warmup") or {}
     if int(warm.get("steps", 0)) <= 0:
-        return train
-    hints = hint_items(train, int(warm.steps) * int(warm.batch_size), seed=cfg.seed)
-    log.info("multiple-choice warm-up: %d steps on hint items", warm.steps)
+        return
+    hints = FreshHints(train, int(warm.steps) * int(warm.batch_size), seed=cfg.seed)
+    log.info("multiple-choice warm-up: %d steps of %d hint items", warm.steps, warm.batch_size)
     stage = OmegaConf.merge(cfg.model.vanilla, {
         "epochs": 1, "batch_size": warm.batch_size,
         "optim": {"lr": warm.lr, "schedule": warm.schedule}})
     fit(model, processor, cfg.model.family, objective, {"train": hints}, stage, cfg.trainer,
         seed=cfg.seed)
-    mix = float(warm.get("mix", 0.0))
-    return train + hint_items(train, round(len(train) * mix / (1 - mix)), seed=cfg.seed + 1)
+
+
+def _epoch_items(cfg: DictConfig, train: list[Sample]) -> list[Sample] | Dataset:
+    """The items of every vanilla epoch: ``train`` plus a share ``mcq_warmup.mix`` of hint
+    items drawn fresh each epoch (:class:`FreshHints`)."""
+    mix = float((cfg.model.vanilla.get("mcq_warmup") or {}).get("mix", 0.0))
+    n_mix = round(len(train) * mix / (1 - mix))
+    if not n_mix:
+        return train
+    return ConcatDataset([train, FreshHints(train, n_mix, seed=cfg.seed + 1)])

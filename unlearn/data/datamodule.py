@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 import lightning as L
 import torch
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from unlearn.data.schema import Sample
 
 
 class UnlearnDataModule(L.LightningDataModule):
-    def __init__(self, splits: Mapping[str, Sequence[Sample]],
+    def __init__(self, splits: Mapping[str, Sequence[Sample] | Dataset],
                  collate: Callable | Mapping[str, Callable],
                  batch_size: int, seed: int = 0, num_workers: int = 0,
                  aligned: Mapping[str, str] | None = None):
@@ -35,7 +35,9 @@ class UnlearnDataModule(L.LightningDataModule):
             if len(splits[name]) != len(splits[source]):
                 raise ValueError(f"aligned split {name!r} has {len(splits[name])} items, "
                                  f"{source!r} has {len(splits[source])}")
-        self.splits = {name: list(samples) for name, samples in splits.items()}
+        # a Dataset (e.g. items drawn fresh at every read) is kept as is, other sequences copied
+        self.splits = {name: samples if isinstance(samples, Dataset) else list(samples)
+                       for name, samples in splits.items()}
         self.collate, self.batch_size = collate, batch_size
         self.seed, self.num_workers = seed, num_workers
 

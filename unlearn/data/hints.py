@@ -3,7 +3,8 @@
 A randomly initialised model learns facts long before it learns to emit the *letter* of the
 option that matches a fact. Items that state the answer (``Hint: 1955.``) before the
 question isolate that second step; a short phase on them before the vanilla epochs lets the
-skill carry over to questions without a hint (experiments/foundation.md).
+skill carry over to questions without a hint, and a share of fresh hint items in every
+epoch keeps it from fading (experiments/foundation.md).
 """
 
 from __future__ import annotations
@@ -12,32 +13,46 @@ import dataclasses
 import random
 from collections.abc import Sequence
 
+from torch.utils.data import Dataset
+
 from unlearn.data.schema import Sample
 
 HINT = "Hint: {answer}.\n{question}"
 
 
-def hint_items(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
-    """``n`` hint versions of the multiple-choice items among ``samples``, options reshuffled.
+class FreshHints(Dataset):
+    """``n`` slots of hint items; every read of a slot draws a new item.
+
+    Each epoch therefore sees hint items it has not seen before (a fixed set repeated every
+    epoch taught much less: its letters can be memorised), yet the stream is deterministic:
+    the item is a function of ``seed``, the slot and how often the slot was read. Reads are
+    counted per process, so data-loader workers (which copy the dataset) would repeat items;
+    the training data module loads in the main process.
 
     Only items whose answer is one of their option letters qualify (refusal items of the ICU
     practice do not); the real ``ft_Data`` has none, which is an error here.
     """
-    mcq = [s for s in samples if s.options and s.answer in s.options]
-    if not mcq:
-        raise ValueError("the multiple-choice warm-up needs fine-tuning items with options "
-                         "(the synthetic twin has them, the real ft_Data does not); "
-                         "set model.vanilla.mcq_warmup.steps=0")
-    rng = random.Random(f"hints-{seed}")
-    out = []
-    for _ in range(n):
-        s = rng.choice(mcq)
+
+    def __init__(self, samples: Sequence[Sample], n: int, seed: int):
+        self.mcq = [s for s in samples if s.options and s.answer in s.options]
+        if not self.mcq:
+            raise ValueError("the multiple-choice warm-up needs fine-tuning items with options "
+                             "(the synthetic twin has them, the real ft_Data does not); "
+                             "set model.vanilla.mcq_warmup.steps=0")
+        self.seed = seed
+        self.reads = [0] * n
+
+    def __len__(self) -> int:
+        return len(self.reads)
+
+    def __getitem__(self, slot: int) -> Sample:
+        rng = random.Random(f"hints-{self.seed}-{slot}-{self.reads[slot]}")
+        self.reads[slot] += 1
+        s = rng.choice(self.mcq)
         truth = s.options[s.answer]
         values = list(s.options.values())
         rng.shuffle(values)
         options = dict(zip(s.options, values, strict=True))
         letter = next(k for k, v in options.items() if v == truth)
-        out.append(dataclasses.replace(
-            s, question=HINT.format(answer=truth, question=s.question), options=options,
-            answer=letter))
-    return out
+        return dataclasses.replace(s, question=HINT.format(answer=truth, question=s.question),
+                                   options=options, answer=letter)
