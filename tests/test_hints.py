@@ -110,3 +110,11 @@ def test_the_mix_applies_without_warmup_too(monkeypatch, tmp_path):
     (plain, _), = run_vanilla(monkeypatch, tmp_path)
     assert plain == [MCQ, QA, REFUSAL, QA]  # neither option: the items themselves
 
+
+
+def test_vanilla_key_changes_with_the_stage_code_version(monkeypatch):
+    cfg = OmegaConf.create({"seed": 0, "model": {"name": "m"}, "trainer": {}})
+    key = vanilla.vanilla_key(cfg, "f")
+    assert vanilla.vanilla_key(cfg, "f") == key
+    monkeypatch.setattr(vanilla, "STAGE_VERSION", vanilla.STAGE_VERSION + 1)
+    assert vanilla.vanilla_key(cfg, "f") != key

@@ -42,11 +42,18 @@ def tokenizer_corpus(samples: list[Sample]) -> list[str]:
     return texts
 
 
+# Raise when the stage's code changes what a config produces (2: hint items drawn fresh at
+# every read instead of one fixed mixed set), so such a change never reuses a stale model.
+STAGE_VERSION = 2
+
+
 def vanilla_key(cfg: DictConfig, data_fingerprint: str) -> str:
-    """Hash of what produces the vanilla model: model, recipe, data, seed, library versions."""
+    """Hash of what produces the vanilla model: model, recipe, stage code version, data, seed,
+    library versions."""
     model_cfg = plain(cfg.model)
     return fingerprint({"model": model_cfg, "data": data_fingerprint, "seed": cfg.seed,
-                        "trainer": plain(cfg.trainer), "versions": library_versions()})
+                        "trainer": plain(cfg.trainer), "versions": library_versions(),
+                        "stage": STAGE_VERSION})
 
 
 def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
