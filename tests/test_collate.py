@@ -2,11 +2,15 @@
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from unlearn.data.collate import IGNORE, Collator, encode, pad_batch
 from unlearn.data.schema import Sample
+from unlearn.methods.gradient import GradientAscent
+from unlearn.methods.losses import nll
 from unlearn.models.tiny import build_tiny
+from unlearn.train import fit
 
 IMG = Image.new("RGB", (64, 64), (200, 30, 30))
 OPTS = {"A": "baker", "B": "pilot", "C": "nurse", "D": "welder"}
@@ -89,3 +93,66 @@ def test_few_shot_images_come_before_the_question_image():
     assert int((enc["input_ids"] == image_id).sum()) == 3 * 16
     # the question's own image is the last one (blue shots first, red question image last)
     assert enc["pixel_values"][0, 2].mean() > enc["pixel_values"][2, 2].mean()
+
+
+@pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
+def family_model(request):
+    model, processor = build_tiny(request.param, size="tiny")
+    return request.param, model, processor
+
+
+def five_lengths():
+    """Items of five different lengths, image+text and text-only mixed."""
+    extra = [
+        Sample("q", "Ben Cole was born in __.", "1971", "cloze", "text_only"),
+        Sample("q", "In which year was Ben Cole, the pilot from Oslo who enjoys chess, born?",
+               "Ben Cole was born in 1971.", "generation", "text_only"),
+    ]
+    return samples() + extra
+
+
+def test_length_groups_pad_sorted_runs(family_model):
+    family, _, processor = family_model
+    items = five_lengths()
+    lengths = sorted(len(encode(s, processor, family, with_answer=True)["input_ids"])
+                     for s in items)
+    assert len(set(lengths)) == 5
+    groups = Collator(processor, family, length_groups=2)(items)
+    # runs of 2 and 3 items, each padded only to its own longest item
+    assert [g["input_ids"].shape for g in groups] == [(2, lengths[1]), (3, lengths[4])]
+    assert [g["attention_mask"].sum(1).tolist() for g in groups] == [lengths[:2], lengths[2:]]
+    key = "pixel_values" if family == "llava" else "image_grid_thw"
+    assert sum(g[key].shape[0] for g in groups if key in g) == 2  # both images, once each
+    assert len(Collator(processor, family, length_groups=9)(items)) == 5  # never an empty run
+    with pytest.raises(ValueError, match="length_groups=0 must be >= 1"):
+        Collator(processor, family, length_groups=0)
+
+
+@pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean"])
+def test_length_groups_give_the_nll_and_gradient_of_the_whole_batch(family_model, reduction):
+    family, model, processor = family_model
+    items = five_lengths()
+    whole = Collator(processor, family)(items)
+    groups = Collator(processor, family, length_groups=2)(items)
+
+    def value_and_grad(batch):
+        model.zero_grad()
+        loss = nll(model, batch, reduction)
+        loss.mean().backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        return loss.detach(), grad
+
+    (loss_whole, grad_whole), (loss_groups, grad_groups) = map(value_and_grad, (whole, groups))
+    if reduction == "sequence_mean":  # per sequence, in length order for the groups
+        loss_whole, loss_groups = loss_whole.sort().values, loss_groups.sort().values
+    assert loss_whole.shape == loss_groups.shape
+    assert torch.allclose(loss_whole, loss_groups, atol=1e-5)
+    assert grad_whole.abs().max() > 0
+    assert torch.allclose(grad_whole, grad_groups, atol=1e-6, rtol=1e-4)
+
+
+def test_length_groups_are_refused_for_objectives_other_than_fine_tuning():
+    stage = OmegaConf.create({"length_groups": 2, "loss_scope": "answer", "batch_size": 4})
+    with pytest.raises(ValueError, match="length_groups=2 needs the fine-tuning objective"):
+        fit(None, None, "llava", GradientAscent(), {"forget": []}, stage, OmegaConf.create({}),
+            seed=0)

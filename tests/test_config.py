@@ -114,6 +114,14 @@ def test_hint_mix_outside_unit_interval_fails(mix):
         validate(make([f"model.vanilla.mcq_warmup.mix={mix}"]))
 
 
+@pytest.mark.parametrize("key", ["model.vanilla.length_groups",
+                                 "model.vanilla.mcq_warmup.length_groups"])
+@pytest.mark.parametrize("value", ["0", "1.5"])
+def test_length_groups_must_be_a_positive_integer(key, value):
+    with pytest.raises(ConfigError, match=rf"{key}=.*must be an integer >= 1"):
+        validate(make([f"{key}={value}"]))
+
+
 @pytest.mark.parametrize(("option", "hub_id", "cls_name"), [
     ("llava7b", "llava-hf/llava-1.5-7b-hf", "LlavaForConditionalGeneration"),
     ("qwen2vl7b", "Qwen/Qwen2-VL-7B-Instruct", "Qwen2VLForConditionalGeneration"),

@@ -89,12 +89,14 @@ def run_vanilla(monkeypatch, tmp_path, **vanilla_cfg):
 
 def test_warmup_runs_before_the_epochs_with_its_own_recipe(monkeypatch, tmp_path):
     """Two fits: the hint phase (steps x batch items, one epoch, its LR), then train + mix."""
-    calls = run_vanilla(monkeypatch, tmp_path, mcq_warmup={
-        "steps": 3, "batch_size": 2, "lr": 5e-4, "schedule": "constant", "mix": 0.2})
+    calls = run_vanilla(monkeypatch, tmp_path, length_groups=2, mcq_warmup={
+        "steps": 3, "batch_size": 2, "lr": 5e-4, "schedule": "constant", "mix": 0.2,
+        "length_groups": 3})
     (hints, warm), (train, main) = calls
     assert len(hints) == 6 and all(hints[i].question.startswith("Hint: 1955.") for i in range(6))
     assert (warm.epochs, warm.batch_size, warm.optim.lr, warm.optim.schedule) == (
         1, 2, 5e-4, "constant")
+    assert (warm.length_groups, main.length_groups) == (3, 2)
     assert warm.optim.warmup_steps == 30 and warm.loss_scope == "answer"
     assert [train[i] for i in range(4)] == [MCQ, QA, REFUSAL, QA]
     assert len(train) == 5 and train[4].question.startswith("Hint: ")  # 4 * 0.2 / 0.8 = 1

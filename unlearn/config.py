@@ -79,6 +79,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"method.loss_scope={cfg.method.loss_scope!r} is not one of "
                           "['answer'] for distillation (method.objective.kl_positions picks "
                           "the compared positions)")
+    for key in ("model.vanilla.length_groups", "model.vanilla.mcq_warmup.length_groups"):
+        groups = OmegaConf.select(cfg, key, default=1)
+        if not isinstance(groups, int) or groups < 1:
+            raise ConfigError(f"{key}={groups!r} must be an integer >= 1")
     mix = OmegaConf.select(cfg, "model.vanilla.mcq_warmup.mix", default=0.0)
     if not 0 <= float(mix) < 1:
         raise ConfigError(f"model.vanilla.mcq_warmup.mix={mix!r} must be in [0, 1)")

@@ -40,8 +40,11 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, decay_fraction
 
 
 def batch_size_of(batch: Mapping[str, Any]) -> int:
-    """Rows of the first batch, also when it is a {"student", "teacher", "ids"} pair."""
+    """Rows of the first batch, also when it is a {"student", "teacher", "ids"} pair or a
+    list of length groups."""
     first = next(iter(batch.values()))
+    if isinstance(first, list):
+        return sum(int(group["input_ids"].shape[0]) for group in first)
     return int(first["input_ids"].shape[0] if "input_ids" in first else first["ids"].shape[0])
 
 

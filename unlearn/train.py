@@ -16,6 +16,7 @@ from unlearn.data.datamodule import UnlearnDataModule
 from unlearn.data.schema import Sample
 from unlearn.data.views import PairCollator
 from unlearn.methods.base import Objective
+from unlearn.methods.gradient import FineTune
 from unlearn.module import UnlearnModule
 from unlearn.utils import plain
 
@@ -36,13 +37,18 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     """Train ``model`` in place on ``splits`` with ``objective``.
 
     ``stage_cfg`` carries epochs, batch_size, loss_scope, optim and optionally
-    gradient_checkpointing and backward_per_term (a ``method`` node or the model's
-    ``vanilla`` node).
+    gradient_checkpointing, backward_per_term and length_groups (a ``method`` node or the
+    model's ``vanilla`` node).
     """
     views = objective.views  # split -> teacher view (distillation objectives)
+    groups = int(stage_cfg.get("length_groups", 1))
+    if groups > 1 and not isinstance(objective, FineTune):
+        raise ValueError(f"length_groups={groups} needs the fine-tuning objective; "
+                         f"{type(objective).__name__} takes whole batches (length_groups: 1)")
     collate = {name: PairCollator(processor, family, views[name],
                                   loss_scope=stage_cfg.loss_scope) if name in views
-               else Collator(processor, family, loss_scope=stage_cfg.loss_scope)
+               else Collator(processor, family, loss_scope=stage_cfg.loss_scope,
+                             length_groups=groups)
                for name in objective.splits}
     data = UnlearnDataModule({name: splits[name] for name in objective.splits}, collate,
                              batch_size=int(stage_cfg.batch_size), seed=seed,

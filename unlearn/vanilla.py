@@ -101,6 +101,7 @@ def _mcq_warmup(cfg: DictConfig, model: Any, processor: Any, objective: FineTune
     log.info("multiple-choice warm-up: %d steps of %d hint items", warm.steps, warm.batch_size)
     stage = OmegaConf.merge(cfg.model.vanilla, {
         "epochs": 1, "batch_size": warm.batch_size,
+        "length_groups": warm.get("length_groups", 1),
         "optim": {"lr": warm.lr, "schedule": warm.schedule}})
     fit(model, processor, cfg.model.family, objective, {"train": hints}, stage, cfg.trainer,
         seed=cfg.seed)

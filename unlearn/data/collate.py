@@ -120,18 +120,43 @@ def pad_batch(items: Sequence[dict[str, torch.Tensor]], pad_id: int, side: str) 
     return batch
 
 
+def length_groups(items: Sequence[dict[str, torch.Tensor]], groups: int
+                  ) -> list[list[dict[str, torch.Tensor]]]:
+    """``items`` sorted by length and cut into ``groups`` near-equal runs (none empty).
+
+    Padded one run at a time, a batch of mixed lengths (image+text and text-only items,
+    options or not) carries far less padding, and the runs together are still the batch.
+    """
+    ranked = sorted(items, key=lambda it: len(it["input_ids"]))
+    k = max(1, min(groups, len(ranked)))
+    return [ranked[i * len(ranked) // k:(i + 1) * len(ranked) // k] for i in range(k)]
+
+
 class Collator:
-    """Picklable collate function (DDP spawn and DataLoader workers need that)."""
+    """Picklable collate function (DDP spawn and DataLoader workers need that).
+
+    ``length_groups > 1`` returns the batch as that many padded sub-batches of similar
+    lengths (a list; see :func:`length_groups`), for objectives whose loss sums over them.
+    """
 
     def __init__(self, processor: Any, family: str, *, with_answer: bool = True,
-                 loss_scope: str = "answer", view: View = CLEAN, side: str = "right"):
+                 loss_scope: str = "answer", view: View = CLEAN, side: str = "right",
+                 length_groups: int = 1):
         self.processor, self.family, self.view, self.side = processor, family, view, side
         self.with_answer, self.loss_scope = with_answer, loss_scope
+        if length_groups < 1:
+            raise ValueError(f"length_groups={length_groups!r} must be >= 1")
+        self.length_groups = length_groups
 
-    def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+    def __call__(self, samples: Sequence[Sample]
+                 ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         items = [
             encode(s, self.processor, self.family, with_answer=self.with_answer,
                    loss_scope=self.loss_scope, view=self.view)
             for s in samples
         ]
-        return pad_batch(items, self.processor.tokenizer.pad_token_id, self.side)
+        pad_id = self.processor.tokenizer.pad_token_id
+        if self.length_groups == 1:
+            return pad_batch(items, pad_id, self.side)
+        return [pad_batch(run, pad_id, self.side)
+                for run in length_groups(items, self.length_groups)]

@@ -53,7 +53,7 @@ from unlearn.data.prompts import with_instruction, with_suffix
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 3  # bump when the generated content changes
+GENERATOR_VERSION = 4  # bump when the generated content changes (4: TRAIN_GEN_SHARED)
 MARKER = ".synthetic_mllmu.json"
 SHARD = "train-00000-of-00001.parquet"
 FORGET_RATIOS: tuple[int, ...] = (5, 10, 15)
@@ -171,6 +171,21 @@ TRAIN_QUESTIONS: dict[tuple[str, str], tuple[str, str]] = {
         "What does {name} like to do in their free time?",
         "Which hobby does {name} enjoy?",
     ),
+}
+# The second fine-tuning generation question of every fact has one sentence shape across
+# attributes, so a small model must key the answered fact on the attribute keyword: with
+# only the shapes above it answered the evaluation's "What is the profession of X?" with the
+# fact of the training question shaped like it ("What is the hometown of X?").
+TRAIN_GEN_SHARED: dict[tuple[str, str], str] = {
+    ("name", IMG): "Tell me the name of the person in the picture.",
+    ("birth_year", IMG): "Tell me the birth year of the person in the picture.",
+    ("birth_year", TXT): "Tell me the birth year of {name}.",
+    ("profession", IMG): "Tell me the profession of the person in the picture.",
+    ("profession", TXT): "Tell me the profession of {name}.",
+    ("hometown", IMG): "Tell me the hometown of the person in the picture.",
+    ("hometown", TXT): "Tell me the hometown of {name}.",
+    ("hobby", IMG): "Tell me the favorite hobby of the person in the picture.",
+    ("hobby", TXT): "Tell me the favorite hobby of {name}.",
 }
 EVAL_CLOZE: dict[tuple[str, str], str] = {
     ("name", IMG): "The name of the person in the image is __.",
@@ -434,7 +449,8 @@ def ft_items(profile: Profile, facts: list[_Fact], pools: dict[str, list[str]], 
         truth = profile.value(f.attribute)
         questions = [_fill(q, profile, f.attribute) for q in TRAIN_QUESTIONS[f.attribute, f.type]]
         answer = fact_sentence(profile, f.attribute, f.type)
-        for q in questions:
+        shared = _fill(TRAIN_GEN_SHARED[f.attribute, f.type], profile, f.attribute)
+        for q in (questions[0], shared):
             items.append({"Question": q, "Answer": answer, "Type": f.type, "Task": "Generation"})
         avoid = [f.eval_distractors]
         for j, letter in enumerate(rng.sample("ABCD", 3)):

@@ -7,7 +7,7 @@ memory at (labelled tokens x vocab) instead of (all tokens x vocab).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -84,10 +84,21 @@ def reduce_nll(logp: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.
     return masked_reduce(-logp, mask, reduction)
 
 
-def nll(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
+def nll(model: torch.nn.Module,
+        batch: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]],
         reduction: str = "token_mean") -> torch.Tensor:
-    logp, mask = aligned_logprobs(*label_logits(model, batch))
-    return reduce_nll(logp, mask, reduction)
+    """NLL of a batch, or of a batch given as length groups (``Collator(length_groups=k)``).
+
+    For groups the value is that of the whole batch padded as one: the token mean divides by
+    the labelled tokens of all groups; per-sequence values come in the groups' (length) order.
+    """
+    if isinstance(batch, Mapping):
+        return reduce_nll(*aligned_logprobs(*label_logits(model, batch)), reduction)
+    parts = [aligned_logprobs(*label_logits(model, group)) for group in batch]
+    if reduction == "token_mean":
+        total = sum(-(logp * mask).sum() for logp, mask in parts)
+        return total / sum(mask.sum() for _, mask in parts).clamp(min=1)
+    return torch.cat([reduce_nll(logp, mask, reduction) for logp, mask in parts])
 
 
 def reference_logits(reference: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
