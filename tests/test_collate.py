@@ -153,6 +153,6 @@ def test_length_groups_give_the_nll_and_gradient_of_the_whole_batch(family_model
 
 def test_length_groups_are_refused_for_objectives_other_than_fine_tuning():
     stage = OmegaConf.create({"length_groups": 2, "loss_scope": "answer", "batch_size": 4})
-    with pytest.raises(ValueError, match="length_groups=2 needs the fine-tuning objective"):
+    with pytest.raises(ValueError, match="length_groups=2: GradientAscent takes whole batches"):
         fit(None, None, "llava", GradientAscent(), {"forget": []}, stage, OmegaConf.create({}),
             seed=0)

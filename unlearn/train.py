@@ -16,7 +16,6 @@ from unlearn.data.datamodule import UnlearnDataModule
 from unlearn.data.schema import Sample
 from unlearn.data.views import PairCollator
 from unlearn.methods.base import Objective
-from unlearn.methods.gradient import FineTune
 from unlearn.module import UnlearnModule
 from unlearn.utils import plain
 
@@ -42,9 +41,9 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     """
     views = objective.views  # split -> teacher view (distillation objectives)
     groups = int(stage_cfg.get("length_groups", 1))
-    if groups > 1 and not isinstance(objective, FineTune):
-        raise ValueError(f"length_groups={groups} needs the fine-tuning objective; "
-                         f"{type(objective).__name__} takes whole batches (length_groups: 1)")
+    if groups > 1 and not objective.length_groups:
+        raise ValueError(f"length_groups={groups}: {type(objective).__name__} takes whole "
+                         "batches (length_groups: 1)")
     collate = {name: PairCollator(processor, family, views[name],
                                   loss_scope=stage_cfg.loss_scope) if name in views
                else Collator(processor, family, loss_scope=stage_cfg.loss_scope,

@@ -48,6 +48,8 @@ class Objective:
     the same samples next to the clean one. ``aligned`` maps a derived split to the
     split it was built from item by item (PO's refusal answers to the forget questions), so
     the data module draws both in the same order and batch i of each holds the same prompts.
+    ``length_groups`` says the objective takes a batch as a list of length groups
+    (``Collator(length_groups=k)``), so a stage may ask for them.
 
     Optional hooks, no-ops by default: :meth:`prepare` (work on the pre-unlearning model, e.g.
     saliency masks), :meth:`select` (which samples of a split train) and, for objectives that
@@ -60,6 +62,7 @@ class Objective:
     views: Mapping[str, View] = {}
     aligned: Mapping[str, str] = {}
     multi_step: bool = False
+    length_groups: bool = False
 
     def train_sets(self, load: SampleLoader) -> dict[str, list[Sample]]:
         """The training samples of each split in ``splits``; ``load(name)`` reads a benchmark

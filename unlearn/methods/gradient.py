@@ -18,6 +18,7 @@ class FineTune(Objective):
     """
 
     splits = ("train",)
+    length_groups = True  # nll sums the groups into the whole batch's loss
 
     def __init__(self, reduction: str = "token_mean"):
         self.reduction = reduction
