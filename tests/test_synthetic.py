@@ -162,8 +162,9 @@ def test_eval_questions_are_well_formed(configs: dict[str, datasets.Dataset]) ->
             assert all("person in the image" in q["Question"] for q in img)
             assert all(name in q["Question"] and "image" not in q["Question"] for q in txt)
             cloze, gen = row["Mask_Task"], row["Generation_Task"]
-            assert [c["Type"] for c in cloze] == ["Image_Textual"] * 2 + ["Pure_Text"] * 2
-            assert [g["Type"] for g in gen] == ["Image_Textual"] * 3 + ["Pure_Text"] * 3
+            # one cloze and one generation item per fact: 5 image+text, 4 text-only
+            assert [c["Type"] for c in cloze] == ["Image_Textual"] * 5 + ["Pure_Text"] * 4
+            assert [g["Type"] for g in gen] == ["Image_Textual"] * 5 + ["Pure_Text"] * 4
             for c in cloze:
                 assert c["Question"].count("__") == 1
                 assert c["Ground_Truth"] == _truth(bio, c["Question"])

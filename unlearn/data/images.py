@@ -131,7 +131,8 @@ def unique_traits(n: int, rng: random.Random) -> list[PortraitTraits]:
     When ``n`` exceeds the number of such pairs the constraint relaxes to distinct
     (background, shirt, hair) triples.
     """
-    pairs = len(BACKGROUNDS) * len(SHIRTS)
+    # only pairs whose shirt stands out from the background are ever drawn
+    pairs = sum(not _colours_clash(BACKGROUNDS[b], SHIRTS[s]) for b in BACKGROUNDS for s in SHIRTS)
     key_len = 2 if n <= pairs else 3
     if n > pairs * len(HAIRS):
         raise ValueError(f"cannot draw {n} distinct portraits (max {pairs * len(HAIRS)})")
@@ -149,8 +150,11 @@ def unique_traits(n: int, rng: random.Random) -> list[PortraitTraits]:
 
 def _clashes(traits: PortraitTraits) -> bool:
     """Reject looks whose shirt blends into the background (they would look alike)."""
-    bg, shirt = BACKGROUNDS[traits.background], SHIRTS[traits.shirt]
-    return sum(abs(a - b) for a, b in zip(bg, shirt, strict=True)) < 90
+    return _colours_clash(BACKGROUNDS[traits.background], SHIRTS[traits.shirt])
+
+
+def _colours_clash(background: Colour, shirt: Colour) -> bool:
+    return sum(abs(a - b) for a, b in zip(background, shirt, strict=True)) < 90
 
 
 def draw_portrait(traits: PortraitTraits, size: int = 64) -> Image.Image:

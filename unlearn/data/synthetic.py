@@ -53,7 +53,9 @@ from unlearn.data.prompts import with_instruction, with_suffix
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 4  # bump when the generated content changes (4: TRAIN_GEN_SHARED)
+# bump when the generated content changes (4: TRAIN_GEN_SHARED; 5: a generation and a cloze
+# item for every fact, so a forget cell holds as many items as there are facts)
+GENERATOR_VERSION = 5
 MARKER = ".synthetic_mllmu.json"
 SHARD = "train-00000-of-00001.parquet"
 FORGET_RATIOS: tuple[int, ...] = (5, 10, 15)
@@ -381,13 +383,6 @@ def _facts(profile: Profile, pools: dict[str, list[str]], rng: random.Random) ->
     return facts
 
 
-def _pick(facts: list[_Fact], type_: str, k: int, rng: random.Random) -> list[_Fact]:
-    """``k`` facts of one Type, kept in canonical attribute order."""
-    of_type = [f for f in facts if f.type == type_]
-    chosen = set(rng.sample(range(len(of_type)), k))
-    return [f for i, f in enumerate(of_type) if i in chosen]
-
-
 def eval_row(profile: Profile, pools: dict[str, list[str]], seed: int) -> dict[str, Any]:
     """All eval-schema columns of one profile except the image(s)."""
     rng = random.Random(f"{seed}-{profile.id}-eval")
@@ -404,18 +399,12 @@ def eval_row(profile: Profile, pools: dict[str, list[str]], seed: int) -> dict[s
         return {"Ground_Truth": truth, "Question": question, "Type": f.type}
 
     generation = [
-        item(f, f.eval_question, fact_sentence(profile, f.attribute, f.type))
-        for type_ in (IMG, TXT)
-        for f in _pick(facts, type_, 3, rng)
+        item(f, f.eval_question, fact_sentence(profile, f.attribute, f.type)) for f in facts
     ]
     cloze = [
-        item(
-            f,
-            _fill(EVAL_CLOZE[f.attribute, f.type], profile, f.attribute),
-            profile.value(f.attribute),
-        )
-        for type_ in (IMG, TXT)
-        for f in _pick(facts, type_, 2, rng)
+        item(f, _fill(EVAL_CLOZE[f.attribute, f.type], profile, f.attribute),
+             profile.value(f.attribute))
+        for f in facts
     ]
     summary = (
         f"{profile.name} is {_article(profile.profession)} from {profile.hometown}, born in "
@@ -625,6 +614,28 @@ def _check_existing(root: Path, args: dict[str, Any]) -> bool:
     return True
 
 
+def synthetic_args(*, num_profiles: int = 60, num_celebrities: int = 20, seed: int = 0,
+                   image_size: int = 64, test_views: int = 3) -> dict[str, Any]:
+    """The twin's recipe: generator version + arguments, recorded in its marker file.
+
+    It identifies the twin's content on every machine (the parquet bytes do not: they carry
+    the writer's library version), so caches and the shipped vanilla model key on it.
+    """
+    if num_profiles < 2:
+        raise ValueError(f"num_profiles must be >= 2, got {num_profiles}")
+    if num_celebrities < 0 or test_views < 1 or image_size < 8:
+        raise ValueError("need num_celebrities >= 0, test_views >= 1 and image_size >= 8")
+    return {
+        "generator": "unlearn.data.synthetic",
+        "version": GENERATOR_VERSION,
+        "num_profiles": num_profiles,
+        "num_celebrities": num_celebrities,
+        "seed": seed,
+        "image_size": image_size,
+        "test_views": test_views,
+    }
+
+
 def build_synthetic_mllmu(
     root: str | Path,
     *,
@@ -640,19 +651,8 @@ def build_synthetic_mllmu(
     non-empty foreign folder) raises :class:`FileExistsError` instead of being overwritten.
     """
     root = Path(root)
-    if num_profiles < 2:
-        raise ValueError(f"num_profiles must be >= 2, got {num_profiles}")
-    if num_celebrities < 0 or test_views < 1 or image_size < 8:
-        raise ValueError("need num_celebrities >= 0, test_views >= 1 and image_size >= 8")
-    args = {
-        "generator": "unlearn.data.synthetic",
-        "version": GENERATOR_VERSION,
-        "num_profiles": num_profiles,
-        "num_celebrities": num_celebrities,
-        "seed": seed,
-        "image_size": image_size,
-        "test_views": test_views,
-    }
+    args = synthetic_args(num_profiles=num_profiles, num_celebrities=num_celebrities, seed=seed,
+                          image_size=image_size, test_views=test_views)
     if _check_existing(root, args):
         log.info("synthetic MLLMU-Bench already built at %s", root)
         return root
