@@ -23,6 +23,7 @@ from unlearn.bench.memory import NONE, TARGET, memory_rows
 from unlearn.bench.report import BEGIN, END, write_report
 from unlearn.bench.step_time import bare_fit, intervals
 from unlearn.bench.table import Row, extra_rows, markdown_table, meets, parse_target, ratio_row
+from unlearn.bench.world import interleaved, paired_ratio
 from unlearn.data.mllmu import MLLMUBench
 from unlearn.eval.evaluator import evaluate
 from unlearn.methods.distill import Distillation
@@ -204,3 +205,19 @@ def test_report_keeps_text_outside_the_generated_block(tmp_path):
     assert text.startswith("# Performance")
     row = Row("P1", "w", "1.0×", "≤ 1.10×", True)
     assert "| P1 | w | 1.0× | ≤ 1.10× | yes |" in markdown_table([row])
+
+
+def test_interleaved_drops_the_warm_up_and_alternates_the_order():
+    calls = []
+
+    def side(name):
+        def run():
+            calls.append(name)
+            return [float(len(calls))]
+        return run
+
+    rounds = interleaved({"a": side("a"), "b": side("b")}, repeats=3)
+    assert calls == ["b", "a", "a", "b", "b", "a", "a", "b"]
+    assert rounds == {"a": [[3.0], [6.0], [7.0]], "b": [[4.0], [5.0], [8.0]]}
+    ratio, per_round = paired_ratio([[2.0, 4.0], [9.0], [1.0]], [[1.0, 2.0], [3.0], [1.0]])
+    assert per_round == [2.0, 3.0, 1.0] and ratio == 2.0

@@ -1,6 +1,6 @@
 """``python -m unlearn.bench``: measure the performance ratios, print one table, record it.
 
-    python -m unlearn.bench [hydra overrides] [--only p1,p2,p4] [--repeats 3]
+    python -m unlearn.bench [hydra overrides] [--only p1,p2,p4] [--repeats 4]
                             [--extra rows.json ...] [--json out.json] [--out report.md]
 
 A full run (every part) rewrites the generated block of ``experiments/performance.md``;
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (model=..., data...)")
     parser.add_argument("--only", default=",".join(PARTS),
                         help=f"comma-separated parts of {','.join(PARTS)}")
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--repeats", type=int, default=4,
                         help="timed rounds per comparison, after one warm-up round")
     parser.add_argument("--steps", type=int, default=2, help="optimiser steps per P4 case")
     parser.add_argument("--extra", type=Path, action="append",
@@ -69,20 +69,26 @@ def main(argv: list[str] | None = None) -> list[Row]:
     rows: list[Row] = []
     memory: list[dict[str, Any]] = []
     failure = None
+    parts = meta["seconds"] = {}
     if "p1" in args.only:
         rows += step_time_rows(args.overrides, args.repeats)
+        parts["p1"] = round(time.time() - start)
     if {"p2", "p4"} & set(args.only):
         world = load_world(args.overrides)
         if "p2" in args.only:
+            t = time.time()
             try:
                 rows += eval_speed_rows(world, args.repeats)
             except EvaluationMismatch as err:
                 failure = f"P2: batched and one-at-a-time evaluation differ: {err}"
                 rows.append(Row("P2 eval", "evaluation, batched = one at a time", "differ",
                                 "identical", False, {"error": str(err)}))
+            parts["p2"] = round(time.time() - t)
         if "p4" in args.only:
+            t = time.time()
             memory = memory_table(world, args.steps)
             rows += memory_rows(memory)
+            parts["p4"] = round(time.time() - t)
     for path in args.extra:
         rows += extra_rows(path)
     seconds = time.time() - start

@@ -191,7 +191,7 @@ def memory_rows(results: Sequence[dict[str, Any]]) -> list[Row]:
             continue
         rows.append(ratio_row(
             f"P4 {r['method']} {scope} +switch",
-            f"  … with {best['switch']}",
+            f"↳ with {best['switch']}",
             best["ratio"], "<=", TARGET, f"{best['peak_mib']:.1f} / {ga[scope]:.1f} MiB",
             switch=best["switch"], peak_mib=best["peak_mib"], ga_peak_mib=ga[scope]))
     return rows

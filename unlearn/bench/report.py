@@ -33,11 +33,19 @@ def machine() -> dict[str, Any]:
 
 
 def summary(rows: Sequence[Row]) -> list[str]:
-    """Generated reading: how many targets are met and which are not."""
+    """Generated reading: how many targets are met, and what is over target (and whether a
+    switch row right after it brings it within target)."""
     judged = [r for r in rows if r.met is not None]
-    lines = [f"- {sum(r.met for r in judged)} of {len(judged)} targets met."]
+    lines = [f"- {sum(bool(r.met) for r in judged)} of {len(judged)} targets met."]
+    by_id = {r.id: r for r in rows}
     for r in judged:
-        if not r.met:
+        if r.met or r.id.endswith("+switch"):
+            continue
+        fix = by_id.get(f"{r.id} +switch")
+        if fix is not None and fix.met:
+            lines.append(f"- {r.id}: {r.measured} by default; `{fix.data.get('switch')}` "
+                         f"brings it to {fix.measured}.")
+        else:
             lines.append(f"- Over target: **{r.id}** ({r.what}): {r.measured}, target "
                          f"{r.target}.")
     return lines
@@ -59,7 +67,8 @@ def generated(command: str, meta: dict[str, Any], rows: Sequence[Row],
     """The generated block: provenance, the table, the generated reading, memory details."""
     parts = [
         BEGIN,
-        f"`{command}` — {meta['date']}, commit `{meta['commit']}`, {seconds / 60:.1f} min; "
+        f"`{command}` — {meta['date']}, commit `{meta['commit']}`, {seconds / 60:.1f} min "
+        f"({', '.join(f'{k} {v} s' for k, v in meta.get('seconds', {}).items())}); "
         f"{meta['cpus']} CPUs, torch {meta['torch']} ({meta['torch_threads']} threads, "
         f"OMP_NUM_THREADS={meta['omp_num_threads']}), load average at start "
         f"{meta['load_average'][0]}.",

@@ -67,23 +67,36 @@ def load_world(overrides: Sequence[str] = ()) -> World:
 
 
 def interleaved(sides: Mapping[str, Callable[[], list[float]]], repeats: int
-                ) -> dict[str, list[float]]:
-    """Samples of each side over ``repeats`` rounds, after one warm-up round that is dropped.
+                ) -> dict[str, list[list[float]]]:
+    """Samples of each side, one list per round, over ``repeats`` rounds after a warm-up
+    round that is dropped.
 
     Each call of a side returns its samples (seconds); the order of the sides flips every
     round (A B, B A, ...), so load that drifts during the run weighs on both alike.
     """
     names = list(sides)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    rounds: dict[str, list[list[float]]] = {name: [] for name in names}
     for round_ in range(repeats + 1):
         for name in names if round_ % 2 else names[::-1]:
             values = sides[name]()
             if round_:
-                samples[name] += values
-    return samples
+                rounds[name].append(values)
+    return rounds
 
 
 def median(values: Sequence[float]) -> float:
     if not values:
         raise ValueError("no samples to take the median of")
     return float(statistics.median(values))
+
+
+def pooled(rounds: Sequence[Sequence[float]]) -> list[float]:
+    return [v for values in rounds for v in values]
+
+
+def paired_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]
+                 ) -> tuple[float, list[float]]:
+    """Median over rounds of (median of a's samples ÷ median of b's) in the same round, and
+    the per-round ratios. Pairing by round cancels load that changes between rounds."""
+    ratios = [median(x) / median(y) for x, y in zip(a, b, strict=True)]
+    return median(ratios), ratios
