@@ -23,7 +23,7 @@ from unlearn.bench.memory import NONE, TARGET, memory_rows
 from unlearn.bench.report import BEGIN, END, write_report
 from unlearn.bench.step_time import bare_fit, intervals
 from unlearn.bench.table import Row, extra_rows, markdown_table, meets, parse_target, ratio_row
-from unlearn.bench.world import interleaved, paired_ratio
+from unlearn.bench.world import interleaved, round_ratios
 from unlearn.data.mllmu import MLLMUBench
 from unlearn.eval.evaluator import evaluate
 from unlearn.methods.distill import Distillation
@@ -219,5 +219,4 @@ def test_interleaved_drops_the_warm_up_and_alternates_the_order():
     rounds = interleaved({"a": side("a"), "b": side("b")}, repeats=3)
     assert calls == ["b", "a", "a", "b", "b", "a", "a", "b"]
     assert rounds == {"a": [[3.0], [6.0], [7.0]], "b": [[4.0], [5.0], [8.0]]}
-    ratio, per_round = paired_ratio([[2.0, 4.0], [9.0], [1.0]], [[1.0, 2.0], [3.0], [1.0]])
-    assert per_round == [2.0, 3.0, 1.0] and ratio == 2.0
+    assert round_ratios([[2.0, 4.0], [9.0], [1.0]], [[1.0, 2.0], [3.0], [1.0]]) == [2.0, 3.0, 1.0]

@@ -94,9 +94,7 @@ def pooled(rounds: Sequence[Sequence[float]]) -> list[float]:
     return [v for values in rounds for v in values]
 
 
-def paired_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]
-                 ) -> tuple[float, list[float]]:
-    """Median over rounds of (median of a's samples ÷ median of b's) in the same round, and
-    the per-round ratios. Pairing by round cancels load that changes between rounds."""
-    ratios = [median(x) / median(y) for x, y in zip(a, b, strict=True)]
-    return median(ratios), ratios
+def round_ratios(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> list[float]:
+    """Median of a's samples ÷ median of b's, round by round: how much the ratio moves
+    with the load of the moment (the spread the table shows beside the pooled ratio)."""
+    return [median(x) / median(y) for x, y in zip(a, b, strict=True)]
