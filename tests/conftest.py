@@ -1,11 +1,14 @@
 """Shared fixtures: a tiny synthetic benchmark and tiny models, built once per session."""
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# two threads, or OMP_NUM_THREADS: on a loaded 2-core machine two spinning OpenMP threads make
+# every op of the tiny models tens of times slower
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

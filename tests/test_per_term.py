@@ -3,6 +3,7 @@ terms, each term is built only after the previous one was consumed, and training
 a time through the LightningModule gives the same weights as the summed loss."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -86,3 +87,64 @@ def test_per_term_training_equals_summed_loss(tiny_bench_dir, objective):
     moved = (weights[False] - torch.cat([p.flatten() for p in base.parameters()])).abs().max()
     assert moved > 1e-4
     torch.testing.assert_close(weights[True], weights[False], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scope", ["all", "lora"])
+def test_po_per_term_gradient_is_the_one_pass_gradient(tiny_bench_dir, scope):
+    """PO's two terms (refusal graph, then the original answer's) give the gradient of the
+    DPO loss as the released formula computes it, to the bit, also with LoRA dropout: the
+    second forward replays the random state of the graph-free one."""
+    import torch.nn.functional as F
+
+    from unlearn.data.collate import Collator
+    from unlearn.methods.preference import PreferenceOptimization
+    from unlearn.models.lora import prepare_trainable
+
+    bench = MLLMUBench(str(tiny_bench_dir), forget_ratio=10, seed=0)
+    base, processor = build_tiny("llava", "tiny")
+    objective = PreferenceOptimization(beta=0.5)
+    sets = objective.train_sets(lambda name: getattr(bench, f"{name}_train")()[:3])
+    batch = {name: Collator(processor, "llava")(samples) for name, samples in sets.items()}
+    model, _ = prepare_trainable(copy.deepcopy(base), {
+        "scope": scope, "lora": {"r": 4, "alpha": 8, "dropout": 0.3}})
+    reference = build_reference(model, True)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # move the student away from the reference: margins not 0
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.2 * torch.randn(p.shape, generator=gen))
+    model.train()
+
+    def released():  # the formula before the reference moved first and terms were split
+        win, _ = objective.logp_ratio(model, reference, batch["forget_refusal"])
+        lose, _ = objective.logp_ratio(model, reference, batch["forget"])
+        loss = -objective.scale * F.logsigmoid(objective.beta * (win - lose)).mean()
+        loss.backward()
+        return loss.item()
+
+    def one_pass():
+        out = objective(model, batch, reference)
+        out.loss.backward()
+        return out.loss.item()
+
+    def per_term():
+        total = 0.0
+        for term in objective.terms(model, batch, reference):
+            term.loss.backward()  # frees this term's graph before the next is built
+            total += term.loss.item()
+        return total
+
+    results = {}
+    for name, run in {"released": released, "one_pass": one_pass, "per_term": per_term}.items():
+        torch.manual_seed(1)
+        model.zero_grad(set_to_none=True)
+        loss = run()
+        results[name] = (loss, torch.rand(1).item(),
+                         torch.cat([p.grad.flatten() for p in model.parameters()
+                                    if p.requires_grad]))
+    loss, after, grad = results["released"]
+    assert grad.abs().max() > 1e-3 and abs(loss - math.log(2)) > 1e-3
+    for name in ("one_pass", "per_term"):
+        assert results[name][0] == pytest.approx(loss, rel=1e-6)
+        assert results[name][1] == after  # the random state moves as in one pass
+        torch.testing.assert_close(results[name][2], grad, atol=1e-7, rtol=1e-6)

@@ -28,16 +28,14 @@ def trainer_kwargs(trainer_cfg: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
-def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objective,
-        splits: Mapping[str, Sequence[Sample] | Dataset], stage_cfg: DictConfig,
-        trainer_cfg: DictConfig, *, seed: int, logger: Any = False,
-        reference: torch.nn.Module | None = None,
-        callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """Train ``model`` in place on ``splits`` with ``objective``.
+def stage_data(processor: Any, family: str, objective: Objective,
+               splits: Mapping[str, Sequence[Sample] | Dataset], stage_cfg: DictConfig, *,
+               seed: int) -> UnlearnDataModule:
+    """The data module of a stage: one collator per split the objective consumes (a
+    teacher/student pair collator for the splits in ``objective.views``), in its batch order.
 
-    ``stage_cfg`` carries epochs, batch_size, loss_scope, optim and optionally
-    gradient_checkpointing, backward_per_term and length_groups (a ``method`` node or the
-    model's ``vanilla`` node).
+    Separate from :func:`fit` so that a loop without Lightning (``unlearn.bench``) can draw
+    exactly the batches the trainer draws.
     """
     views = objective.views  # split -> teacher view (distillation objectives)
     groups = int(stage_cfg.get("length_groups", 1))
@@ -49,9 +47,23 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
                else Collator(processor, family, loss_scope=stage_cfg.loss_scope,
                              length_groups=groups)
                for name in objective.splits}
-    data = UnlearnDataModule({name: splits[name] for name in objective.splits}, collate,
+    return UnlearnDataModule({name: splits[name] for name in objective.splits}, collate,
                              batch_size=int(stage_cfg.batch_size), seed=seed,
                              aligned=objective.aligned)
+
+
+def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objective,
+        splits: Mapping[str, Sequence[Sample] | Dataset], stage_cfg: DictConfig,
+        trainer_cfg: DictConfig, *, seed: int, logger: Any = False,
+        reference: torch.nn.Module | None = None,
+        callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """Train ``model`` in place on ``splits`` with ``objective``.
+
+    ``stage_cfg`` carries epochs, batch_size, loss_scope, optim and optionally
+    gradient_checkpointing, backward_per_term and length_groups (a ``method`` node or the
+    model's ``vanilla`` node).
+    """
+    data = stage_data(processor, family, objective, splits, stage_cfg, seed=seed)
     kwargs = trainer_kwargs(trainer_cfg)
     module = UnlearnModule(model, objective, plain(stage_cfg.optim), reference=reference,
                            clip_norm=kwargs.get("gradient_clip_val"),

@@ -42,6 +42,11 @@ class UnlearnDataModule(L.LightningDataModule):
         self.seed, self.num_workers = seed, num_workers
 
     def train_dataloader(self) -> CombinedLoader:
+        return CombinedLoader(self.loaders(), mode="max_size_cycle")
+
+    def loaders(self) -> dict[str, DataLoader]:
+        """One plain DataLoader per split, each as long as the first: the batches
+        :meth:`train_dataloader` combines, for loops without Lightning (``unlearn.bench``)."""
         names = list(self.splits)
         n_primary = len(self.splits[names[0]])
         loaders = {}
@@ -54,4 +59,4 @@ class UnlearnDataModule(L.LightningDataModule):
             sampler = RandomSampler(data, num_samples=n_primary if i else None, generator=gen)
             loaders[name] = DataLoader(data, batch_size=self.batch_size, sampler=sampler,
                                        collate_fn=collate, num_workers=self.num_workers)
-        return CombinedLoader(loaders, mode="max_size_cycle")
+        return loaders

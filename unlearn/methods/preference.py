@@ -10,7 +10,7 @@ PO: off, as DPO and Vgid eq. 9). A retain NLL term (OpenUnlearning) is off by de
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from unlearn.methods.base import (
     TermwiseObjective,
     check_choice,
     require_reference,
+    summed,
 )
 from unlearn.methods.losses import REDUCTIONS, batch_mean, nll, reference_nll
 from unlearn.methods.refusals import draw_refusals, load_refusals
@@ -99,14 +100,63 @@ class PreferenceOptimization(_ReferenceLikelihood):
             sets["retain"] = load("retain")
         return sets
 
-    def terms(self, model, batch, reference=None):
-        reference = require_reference(self, reference)
-        win, refusal_nll = self.logp_ratio(model, reference, batch["forget_refusal"])
-        lose, forget_nll = self.logp_ratio(model, reference, batch["forget"])
+    def _reference_logps(self, reference: torch.nn.Module, batch: Mapping
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log P_ref of the refusal and of the original answer. Taken before any policy
+        forward, so the reference's activations never sit on top of a policy graph."""
+        return (-reference_nll(reference, batch["forget_refusal"], self.reduction),
+                -reference_nll(reference, batch["forget"], self.reduction))
+
+    def _loss(self, ref_win: torch.Tensor, refusal_nll: torch.Tensor, ref_lose: torch.Tensor,
+              forget_nll: torch.Tensor) -> LossOutput:
+        """The DPO loss from the reference log-likelihoods and policy NLLs of y⁺ and y⁻."""
+        win, lose = -refusal_nll - ref_win, -forget_nll - ref_lose
         margin = win - lose
         loss = -self.scale * F.logsigmoid(self.beta * margin).mean()
-        parts = {"forget_nll": batch_mean(forget_nll).detach(),
-                 "refusal_nll": batch_mean(refusal_nll).detach(),
-                 "margin": margin.mean().detach()}
-        yield LossOutput(loss, parts)
+        return LossOutput(loss, {"forget_nll": batch_mean(forget_nll).detach(),
+                                 "refusal_nll": batch_mean(refusal_nll).detach(),
+                                 "margin": margin.mean().detach()})
+
+    def __call__(self, model, batch, reference=None) -> LossOutput:
+        """One pass: both answers' graphs stay alive until the backward."""
+        ref_win, ref_lose = self._reference_logps(require_reference(self, reference), batch)
+        refusal_nll = nll(model, batch["forget_refusal"], self.reduction)
+        forget_nll = nll(model, batch["forget"], self.reduction)
+        return summed([self._loss(ref_win, refusal_nll, ref_lose, forget_nll),
+                       *self.retain_terms(model, batch)])
+
+    def terms(self, model, batch, reference=None):
+        """The same gradient with one answer's graph alive at a time (backward_per_term).
+
+        dL(w(θ), l(θ))/dθ = ∂L/∂w·w'(θ) + ∂L/∂l·l'(θ). The first term is the loss with the
+        original answer's log-likelihood l read from a forward without graph (a constant);
+        the second, zero in value, rebuilds l with its graph and adds ∂L/∂l·l'(θ). Its forward
+        replays the random state of the graph-free one, so dropout (LoRA) draws the same
+        masks there and training continues from the random state of one pass. Cost: one
+        more forward without graph; peak: one answer's graph instead of both.
+        """
+        ref_win, ref_lose = self._reference_logps(require_reference(self, reference), batch)
+        refusal_nll = nll(model, batch["forget_refusal"], self.reduction)
+        replay = rng_replay(refusal_nll.device)
+        with torch.no_grad():
+            forget_value = nll(model, batch["forget"], self.reduction)
+        yield self._loss(ref_win, refusal_nll, ref_lose, forget_value)
+        replay()
+        forget_nll = nll(model, batch["forget"], self.reduction)
+        rest = self._loss(ref_win, refusal_nll.detach(), ref_lose, forget_nll).loss
+        yield LossOutput(rest - rest.detach())
         yield from self.retain_terms(model, batch)
+
+
+def rng_replay(device: torch.device) -> Callable[[], None]:
+    """A function that puts the CPU generator (and ``device``'s, on CUDA) back to their
+    present state, so a later forward draws the same dropout masks."""
+    cpu = torch.get_rng_state()
+    accelerator = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def replay() -> None:
+        torch.set_rng_state(cpu)
+        if accelerator is not None:
+            torch.cuda.set_rng_state(accelerator, device)
+
+    return replay

@@ -229,6 +229,8 @@ SIZES: dict[str, TinySize] = {
     # memorise -> unlearn integration runs on CPU
     "small": TinySize(2048, 192, 4, 6, 2, 512, 128, 3, 4, 512, tie_embeddings=True),
     "base": TinySize(1024, 256, 6, 8, 4, 768, 192, 4, 6, 768),
+    # ~65M parameters: the framework-overhead bench on a model whose steps are compute-bound
+    "bench_65m": TinySize(2048, 768, 8, 12, 4, 2048, 384, 6, 6, 1536),
 }
 DEFAULT_IMAGE_SIZE: dict[str, int] = {"llava": 64, "qwen2_vl": 56, "qwen2_5_vl": 56}
 
