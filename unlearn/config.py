@@ -86,6 +86,14 @@ def validate(cfg: DictConfig) -> None:
     mix = OmegaConf.select(cfg, "model.vanilla.mcq_warmup.mix", default=0.0)
     if not 0 <= float(mix) < 1:
         raise ConfigError(f"model.vanilla.mcq_warmup.mix={mix!r} must be in [0, 1)")
+    if OmegaConf.select(cfg, "method.objective") is not None:
+        epochs = OmegaConf.select(cfg, "method.epochs")
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"method.epochs={epochs!r} must be an integer >= 1 (method=none "
+                              "evaluates without unlearning)")
+    if not cfg.eval.splits:
+        raise ConfigError("eval.splits is empty; allowed: a non-empty subset of "
+                          f"{list(EVAL_SPLITS)}")
     bad = [s for s in cfg.eval.splits if s not in EVAL_SPLITS]
     if bad:
         raise ConfigError(f"eval.splits has {bad}; allowed: {list(EVAL_SPLITS)}")

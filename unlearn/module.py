@@ -14,6 +14,10 @@ from unlearn.methods.base import LossOutput, Objective
 SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine", "wsd")
 
 
+class DivergenceError(RuntimeError):
+    """A non-finite training loss: the run stops, and no result is written for it."""
+
+
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, decay_fraction: float = 0.2):
     """Multiplier of the base LR at a step: linear warm-up, then constant/linear/cosine decay.
 
@@ -80,6 +84,7 @@ class UnlearnModule(L.LightningModule):
         bs = batch_size_of(batch)
         if self.automatic_optimization:
             out = self.objective(self.model, batch, self.reference)
+            self._check_finite(out)
             self._log(out.loss, out.parts, bs)
             return out.loss
         opt, sched = self.optimizers(), self.lr_schedulers()
@@ -88,6 +93,7 @@ class UnlearnModule(L.LightningModule):
             opt.zero_grad()
             backward = False
             for out in terms:  # lazy: each term's graph is freed before the next is built
+                self._check_finite(out)
                 losses.append(out.loss.detach())
                 parts |= out.parts
                 if out.loss.requires_grad:  # reaches no trainable weight (text-only, vision)
@@ -102,6 +108,20 @@ class UnlearnModule(L.LightningModule):
         sched.step()
         self._log(torch.stack(losses).sum(), parts, bs)
         return None
+
+    def _check_finite(self, out: LossOutput) -> None:
+        """Stop at the first non-finite loss: a diverged model is never evaluated as if it
+        had unlearned (forget accuracy 0 reads as perfect unlearning)."""
+        if bool(torch.isfinite(out.loss.detach()).all()):
+            return
+        bad = [f"{name}={float(v):.4g}" for name, v in out.parts.items()
+               if not bool(torch.isfinite(torch.as_tensor(v)).all())]
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else None
+        raise DivergenceError(
+            f"training diverged at step {self.global_step}: loss={float(out.loss):.4g}"
+            + (f" ({', '.join(bad)})" if bad else "")
+            + (f" at lr {lr:.3g}" if lr is not None else "")
+            + "; lower the learning rate (method.optim.lr) or check the objective's settings")
 
     def _manual_steps(self, batch: Mapping[str, Mapping[str, torch.Tensor]], batch_idx: int
                       ) -> Iterator[Iterator[LossOutput]]:
