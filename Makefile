@@ -1,15 +1,16 @@
-# Entry points: `make run` (the embedded default pipeline), `make test`, and `make bench`
-# (peak memory of one training step per method, python -m unlearn.bench).
-# Both create .venv on first use. Torch: a CPU build where no NVIDIA GPU is visible (fast,
-# small), otherwise the newest release the range in pyproject.toml allows. Override with
-# `make TORCH_SPEC='torch==2.5.1' ...`.
+# Entry points: `make run` (the embedded default pipeline), `make test`, `make bench`
+# (performance ratios, python -m unlearn.bench) and `make vanilla` (rebuild the shipped tiny
+# vanilla model, python -m unlearn.ship).
+# Each creates .venv on first use. Torch: a CPU build where no NVIDIA GPU is visible (fast,
+# small), otherwise the newest release of the minor version pyproject.toml pins. Override with
+# `make TORCH_SPEC='torch==2.13.0+cu126' ...`.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.4' || echo 'torch==2.13.0')
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.13,<2.14' || echo 'torch==2.13.0')
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench vanilla clean
 
 install: $(STAMP)
 
@@ -25,6 +26,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check unlearn tests
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# rebuild the vanilla model shipped in unlearn/assets/vanilla/ (after a twin or recipe change)
+vanilla: $(STAMP)
+	$(PY) -m unlearn.ship $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m unlearn.bench $(ARGS)

@@ -78,7 +78,7 @@ def run_vanilla(monkeypatch, tmp_path, **vanilla_cfg):
     monkeypatch.setattr(vanilla, "select_trainable", lambda *a: {})
     monkeypatch.setattr(vanilla, "vanilla_key", lambda *a: "k")
     cfg = OmegaConf.create({
-        "seed": 0, "paths": {"cache_dir": str(tmp_path)},
+        "seed": 0, "paths": {"cache_dir": str(tmp_path)}, "data": {"name": "d"},
         "trainer": {}, "model": {"name": "m", "family": "llava", "vanilla": {
             "checkpoint": None, "trainable": "all", "reduction": "token_mean", "epochs": 12,
             "batch_size": 16, "loss_scope": "answer",
@@ -115,7 +115,7 @@ def test_the_mix_applies_without_warmup_too(monkeypatch, tmp_path):
 
 
 def test_vanilla_key_changes_with_the_stage_code_version(monkeypatch):
-    cfg = OmegaConf.create({"seed": 0, "model": {"name": "m"}, "trainer": {}})
+    cfg = OmegaConf.create({"seed": 0, "model": {"name": "m", "vanilla": {}}, "trainer": {}})
     key = vanilla.vanilla_key(cfg, "f")
     assert vanilla.vanilla_key(cfg, "f") == key
     monkeypatch.setattr(vanilla, "STAGE_VERSION", vanilla.STAGE_VERSION + 1)

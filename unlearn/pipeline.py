@@ -67,6 +67,16 @@ def inference_view(cfg: DictConfig) -> View:
                              plain(cfg.perturbation), seed=cfg.seed)
 
 
+def eval_key(cfg: DictConfig, bench: MLLMUBench, provenance: dict) -> str:
+    """Cache key of the base model's clean results: model, data, forget set, eval options
+    (the clean results do not depend on the view options: one entry serves them all)."""
+    view_keys = ("intervention", "attack")
+    return fingerprint({"model": provenance["fingerprint"], "data": bench.fingerprint(),
+                        "forget": bench.forget_ids,
+                        "eval": {k: v for k, v in plain(cfg.eval).items() if k not in view_keys},
+                        "family": cfg.model.family})
+
+
 def base_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict, key: str,
               view: View = CLEAN) -> tuple[dict, list, bool]:
     """Base-model results under ``view``, cached under the model/data/eval/view fingerprint."""
@@ -125,22 +135,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     t = time.time()
     model, processor, provenance = vanilla_model(cfg, bench)
     timings["vanilla"] = time.time() - t
+    # the stage draws from its own seed; unlearning starts from the run's, built or cached
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     t = time.time()
-    # the clean base results do not depend on the view options: one cache entry for all
-    view_keys = ("intervention", "attack")
-    eval_key = fingerprint({"model": provenance["fingerprint"], "data": bench.fingerprint(),
-                            "forget": bench.forget_ids,
-                            "eval": {k: v for k, v in plain(cfg.eval).items()
-                                     if k not in view_keys},
-                            "family": cfg.model.family})
-    base_metrics, base_records, base_cached = base_eval(cfg, model, processor, splits, eval_key)
+    key = eval_key(cfg, bench, provenance)
+    base_metrics, base_records, base_cached = base_eval(cfg, model, processor, splits, key)
     results: dict[str, Any] = {"base": base_metrics}
     records = [dict(r, model="base") for r in base_records]
     attack = cfg.eval.attack
     if attack != "none":  # before training changes the model in place
         attacked, attacked_records, _ = base_eval(cfg, model, processor, splits,
-                                                  f"{eval_key}-{attack}",
+                                                  f"{key}-{attack}",
                                                   attack_view(CLEAN, attack))
         results[attack] = {"base": attacked}
         records += [dict(r, model="base", attack=attack) for r in attacked_records]
@@ -166,6 +172,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         manifest |= objective.prepare(model, train_sets, objective_setup(
             cfg, bench, processor, provenance, run_dir))
         train_sets = {name: objective.select(name, s) for name, s in train_sets.items()}
+        empty = [name for name, s in train_sets.items() if not len(s)]
+        if empty:
+            raise ValueError(f"method={cfg.method.name!r} has nothing to train on: the {empty} "
+                             f"set(s) of forget_ratio={cfg.forget_ratio} are empty")
         trainer = fit(model, processor, cfg.model.family, objective, train_sets, cfg.method,
                       cfg.trainer, seed=cfg.seed, logger=build_logger(cfg, run_dir),
                       reference=reference)

@@ -14,7 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-LIBRARIES = ("torch", "transformers", "datasets", "lightning", "peft", "hydra-core", "omegaconf")
+LIBRARIES = ("torch", "transformers", "tokenizers", "datasets", "pyarrow", "pillow", "numpy",
+             "lightning", "peft", "hydra-core", "omegaconf")
 
 
 def plain(obj: Any) -> Any:

@@ -1,8 +1,12 @@
 """The vanilla (knowledge-injection) stage: fine-tune the base model on every profile.
 
 MLLMU-Bench unlearns a model that was first fine-tuned on the benchmark's ``ft_Data`` so it
-knows the fictitious people. The result is cached under a hash of everything that produced
-it; real models can instead name a published vanilla checkpoint (``model.vanilla.checkpoint``).
+knows the fictitious people. The result is keyed by a fingerprint of its recipe (model config,
+stage recipe and seed, the trainer settings that change numbers, the data's recipe, the stage
+code version) and found, in this order, as: a published checkpoint the config names
+(``model.vanilla.checkpoint``, e.g. MLLMU-Bench's vanilla LLaVA); the checkpoint shipped with
+the project for that model (``unlearn/assets/vanilla/<model.name>``, rebuilt by ``make
+vanilla``) when its recorded fingerprint equals the run's; the local cache; a fresh build.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import ConcatDataset, Dataset
 
 from unlearn.data.hints import FreshHints
 from unlearn.data.prompts import answer_text, build_prompt
 from unlearn.data.schema import Sample
+from unlearn.data.synthetic import synthetic_args
 from unlearn.methods.gradient import FineTune
 from unlearn.models.loading import load_checkpoint, load_model_and_processor, save_checkpoint
 from unlearn.models.modules import select_trainable
@@ -42,18 +48,73 @@ def tokenizer_corpus(samples: list[Sample]) -> list[str]:
     return texts
 
 
-# Raise when the stage's code changes what a config produces (2: hint items drawn fresh at
-# every read instead of one fixed mixed set), so such a change never reuses a stale model.
-STAGE_VERSION = 2
+# Raise when the stage's code changes what a config produces, so such a change never reuses
+# a stale model (2: hint items drawn fresh at every read; 3: the stage's own seed and trainer).
+STAGE_VERSION = 3
+RECORD = "vanilla.json"
+SHIPPED = Path(__file__).parent / "assets" / "vanilla"
+# Keys of model.vanilla that say where the model comes from, not what it is.
+SOURCE_KEYS = ("checkpoint", "shipped", "trainer")
+# Trainer settings that change the numbers the stage computes (not how it runs or logs).
+TRAINER_NUMERICS = ("accelerator", "devices", "num_nodes", "precision", "gradient_clip_val",
+                    "accumulate_grad_batches")
+# Library versions whose change may move the last digits of a model's numbers.
+NUMERIC_LIBRARIES = ("torch", "transformers")
 
 
-def vanilla_key(cfg: DictConfig, data_fingerprint: str) -> str:
-    """Hash of what produces the vanilla model: model, recipe, stage code version, data, seed,
-    library versions."""
-    model_cfg = plain(cfg.model)
-    return fingerprint({"model": model_cfg, "data": data_fingerprint, "seed": cfg.seed,
-                        "trainer": plain(cfg.trainer), "versions": library_versions(),
-                        "stage": STAGE_VERSION})
+def stage_trainer(cfg: DictConfig) -> DictConfig:
+    """The stage's trainer: the run's ``trainer`` with ``model.vanilla.trainer`` on top, so the
+    unlearning strategy (DDP, a GPU) does not change the base model."""
+    return OmegaConf.merge(cfg.trainer, cfg.model.vanilla.get("trainer") or {})
+
+
+def vanilla_seed(cfg: DictConfig) -> int:
+    """The stage's seed (``model.vanilla.seed``), apart from the run's: a seed sweep of a
+    method unlearns one base model."""
+    return int(cfg.model.vanilla.get("seed", 0))
+
+
+def data_recipe(cfg: DictConfig, bench: Any = None) -> Any:
+    """What identifies the fine-tuning data on every machine: the synthetic twin's generator
+    version and arguments, else a hash of the benchmark's ``ft_Data``."""
+    synthetic = cfg.data.get("synthetic")
+    if synthetic:
+        return synthetic_args(**plain(synthetic))
+    if bench is None:
+        raise ValueError(f"data={cfg.data.name!r}: the benchmark is needed to fingerprint it")
+    return bench.fingerprint(["ft_Data"])
+
+
+def vanilla_recipe(cfg: DictConfig, data: Any) -> dict[str, Any]:
+    """Everything that produces the vanilla model, as recorded beside it."""
+    model = plain(cfg.model)
+    model["vanilla"] = {k: v for k, v in (model.get("vanilla") or {}).items()
+                        if k not in SOURCE_KEYS}
+    trainer = plain(stage_trainer(cfg))
+    return {"model": model, "data": data, "stage": STAGE_VERSION,
+            "trainer": {k: trainer[k] for k in TRAINER_NUMERICS if k in trainer}}
+
+
+def vanilla_key(cfg: DictConfig, data: Any) -> str:
+    """Fingerprint of :func:`vanilla_recipe`: the cache key and the shipped model's identity.
+    Library versions are recorded, not keyed (``pyproject.toml`` pins those that matter)."""
+    return fingerprint(vanilla_recipe(cfg, data))
+
+
+def shipped_record(name: str) -> dict[str, Any] | None:
+    """The record of the checkpoint shipped for model ``name``, or None."""
+    path = SHIPPED / name / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _version_drift(recorded: dict[str, str]) -> list[str]:
+    """``lib a.b -> c.d`` for each numeric library whose minor version differs from the record."""
+    def minor(v: str) -> str:
+        return ".".join(v.split("+")[0].split(".")[:2])
+
+    now = library_versions()
+    return [f"{lib} {recorded[lib]} -> {now[lib]}" for lib in NUMERIC_LIBRARIES
+            if lib in recorded and minor(recorded[lib]) != minor(now[lib])]
 
 
 def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
@@ -64,47 +125,75 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
         pre = OmegaConf.merge(mcfg, {"source": "pretrained", "pretrained_id": published})
         model, processor = load_model_and_processor(pre)
         return model, processor, {"vanilla": published, "fingerprint": f"published:{published}"}
-    key = vanilla_key(cfg, bench.fingerprint(["ft_Data"]))
+    key = vanilla_key(cfg, data_recipe(cfg, bench))
+    shipped = mcfg.vanilla.get("shipped") and shipped_record(mcfg.name)
+    if shipped and shipped["key"] == key:
+        drift = _version_drift(shipped.get("versions", {}))
+        if drift:
+            log.warning("the shipped vanilla model was built with other library versions (%s): "
+                        "its numbers may differ in the last digits", ", ".join(drift))
+        log.info("vanilla model: the shipped %s (fingerprint %s)", mcfg.name, key)
+        model, processor = load_checkpoint(str(SHIPPED / mcfg.name), mcfg.family, mcfg.dtype)
+        return model, processor, {"vanilla": f"shipped:{mcfg.name}", "fingerprint": key,
+                                  "cached": True, "shipped": True}
+    if shipped:
+        log.info("the shipped %s vanilla model is another recipe (fingerprint %s, this run %s)",
+                 mcfg.name, shipped["key"], key)
     path = Path(cfg.paths.cache_dir) / "vanilla" / f"{mcfg.name}-{key}"
     info = {"vanilla": str(path), "fingerprint": key}
-    if (path / "vanilla.json").exists():
+    if (path / RECORD).exists():
         log.info("vanilla model: reusing %s", path)
         model, processor = load_checkpoint(str(path), mcfg.family, mcfg.dtype)
         return model, processor, info | {"cached": True}
-    train = bench.finetune()
-    model, processor = load_model_and_processor(mcfg, extra_corpus=tokenizer_corpus(train))
-    counts = select_trainable(model, mcfg.vanilla.trainable)
-    log.info("vanilla fine-tune on %d items, %s", len(train), counts)
-    start = time.time()
-    objective = FineTune(mcfg.vanilla.reduction)
-    _mcq_warmup(cfg, model, processor, objective, train)
-    items = _epoch_items(cfg, train)
-    trainer = fit(model, processor, mcfg.family, objective, {"train": items}, mcfg.vanilla,
-                  cfg.trainer, seed=cfg.seed)
-    seconds = time.time() - start
-    if trainer.global_rank == 0:
+    model, processor, record = _train(cfg, bench.finetune())
+    record |= {"key": key, "recipe": vanilla_recipe(cfg, data_recipe(cfg, bench)),
+               "versions": library_versions()}
+    if record.pop("rank") == 0:
         with atomic_dir(path) as tmp:
             save_checkpoint(model, processor, str(tmp))
-            (tmp / "vanilla.json").write_text(json.dumps(
-                {"key": key, "items": len(train), "seconds": seconds,
-                 "config": plain(mcfg)}, indent=2))
-    return model, processor, info | {"cached": False, "seconds": round(seconds, 1)}
+            (tmp / RECORD).write_text(json.dumps(record, indent=2))
+    return model, processor, info | {"cached": False, "seconds": record["seconds"]}
+
+
+def _train(cfg: DictConfig, bench_train: list[Sample]) -> tuple[Any, Any, dict[str, Any]]:
+    """Build the model and run the stage: the optional warm-up, then the epochs."""
+    mcfg, seed = cfg.model, vanilla_seed(cfg)
+    L.seed_everything(seed, workers=True, verbose=False)
+    model, processor = load_model_and_processor(mcfg, extra_corpus=tokenizer_corpus(bench_train))
+    counts = select_trainable(model, mcfg.vanilla.trainable)
+    log.info("vanilla fine-tune on %d items, %s", len(bench_train), counts)
+    start = time.time()
+    objective = FineTune(mcfg.vanilla.reduction)
+    trainer_cfg = stage_trainer(cfg)
+    warm = _mcq_warmup(cfg, model, processor, objective, bench_train, trainer_cfg)
+    items = _epoch_items(cfg, bench_train)
+    trainer = fit(model, processor, mcfg.family, objective, {"train": items}, mcfg.vanilla,
+                  trainer_cfg, seed=seed)
+    seconds = time.time() - start
+    trained = warm + int(mcfg.vanilla.epochs) * len(items)
+    return model, processor, {
+        "rank": trainer.global_rank, "items": len(bench_train), "sequences": trained,
+        "seconds": round(seconds, 1), "items_per_s": round(trained / seconds, 1),
+        "config": plain(mcfg)}
 
 
 def _mcq_warmup(cfg: DictConfig, model: Any, processor: Any, objective: FineTune,
-                train: list[Sample]) -> None:
-    """The optional phase on hint items before the epochs (``model.vanilla.mcq_warmup``)."""
+                train: list[Sample], trainer_cfg: DictConfig) -> int:
+    """The optional phase on hint items before the epochs (``model.vanilla.mcq_warmup``);
+    returns the number of sequences it trained on."""
     warm = cfg.model.vanilla.get("mcq_warmup") or {}
     if int(warm.get("steps", 0)) <= 0:
-        return
-    hints = FreshHints(train, int(warm.steps) * int(warm.batch_size), seed=cfg.seed)
+        return 0
+    seed = vanilla_seed(cfg)
+    hints = FreshHints(train, int(warm.steps) * int(warm.batch_size), seed=seed)
     log.info("multiple-choice warm-up: %d steps of %d hint items", warm.steps, warm.batch_size)
     stage = OmegaConf.merge(cfg.model.vanilla, {
         "epochs": 1, "batch_size": warm.batch_size,
         "length_groups": warm.get("length_groups", 1),
         "optim": {"lr": warm.lr, "schedule": warm.schedule}})
-    fit(model, processor, cfg.model.family, objective, {"train": hints}, stage, cfg.trainer,
-        seed=cfg.seed)
+    fit(model, processor, cfg.model.family, objective, {"train": hints}, stage, trainer_cfg,
+        seed=seed)
+    return len(hints)
 
 
 def _epoch_items(cfg: DictConfig, train: list[Sample]) -> list[Sample] | Dataset:
@@ -114,4 +203,4 @@ def _epoch_items(cfg: DictConfig, train: list[Sample]) -> list[Sample] | Dataset
     n_mix = round(len(train) * mix / (1 - mix))
     if not n_mix:
         return train
-    return ConcatDataset([train, FreshHints(train, n_mix, seed=cfg.seed + 1)])
+    return ConcatDataset([train, FreshHints(train, n_mix, seed=vanilla_seed(cfg) + 1)])
