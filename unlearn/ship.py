@@ -15,11 +15,14 @@ a rebuild.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from hydra import compose, initialize_config_dir
 
 from unlearn.config import validate
@@ -35,6 +38,18 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def finetune_digest(bench: Any) -> str:
+    """Hash of what the stage trains on, by content (IDs, items, decoded pixels): unlike the
+    files' bytes it is the same on every machine, and it changes when the generator's output
+    does, even if nobody bumped its version."""
+    h = hashlib.sha256()
+    for row in bench.dataset("ft_Data"):
+        h.update(str(row["ID"]).encode() + str(row["metadata"]).encode())
+        if row.get("image") is not None:
+            h.update(np.asarray(row["image"].convert("RGB")).tobytes())
+    return h.hexdigest()[:16]
+
+
 def ship(overrides: list[str], dest_root: Path = SHIPPED) -> Path:
     """Build (or reuse from the cache) the vanilla model of ``overrides`` and ship it."""
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
@@ -48,6 +63,7 @@ def ship(overrides: list[str], dest_root: Path = SHIPPED) -> Path:
     metrics, _, _ = base_eval(cfg, model, processor, eval_splits(cfg, bench),
                               eval_key(cfg, bench, info))
     record = json.loads((built / RECORD).read_text())
+    record["finetune_digest"] = finetune_digest(bench)
     record["base_eval"] = {"splits": list(cfg.eval.splits), "forget_ratio": cfg.forget_ratio,
                            "seed": cfg.seed, "metrics": metrics}
     dest = dest_root / cfg.model.name
