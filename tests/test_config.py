@@ -149,3 +149,30 @@ def test_real_model_configs_load_through_from_pretrained(option, hub_id, cls_nam
     assert got is model
     assert calls[0] == (cls_name, hub_id, torch.bfloat16)
     assert calls[1][1] == hub_id
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("method.batch_size=0", "method.batch_size=0 must be an integer >= 1"),
+    ("method.optim.lr=abc", "method.optim.lr='abc' must be a number > 0"),
+    ("method.optim.lr=-1e-5", "method.optim.lr=-1e-05 must be a number > 0"),
+    ("seed=abc", "seed='abc' must be an integer >= 0"),
+    ("eval.batch_size=0", "eval.batch_size=0 must be an integer >= 1"),
+    ("method.optim.betas=[2,2]", "method.optim.betas=[2, 2] must be two numbers in [0, 1)"),
+    ("eval.max_new_tokens.generation=-1",
+     "eval.max_new_tokens.generation=-1 must be an integer >= 1"),
+    ("model.vanilla.seed=-1", "model.vanilla.seed=-1 must be an integer >= 0"),
+    ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1 must be a number >= 0"),
+])
+def test_bad_numbers_name_the_key_the_value_and_what_is_allowed(override, message):
+    with pytest.raises(ConfigError) as err:
+        validate(make([override]))
+    assert str(err.value) == message
+
+
+def test_lora_rank_is_checked_only_under_lora():
+    with pytest.raises(ConfigError, match=r"trainable_modules.lora.r=0 must be a number > 0"):
+        validate(make(["trainable_modules=lora", "trainable_modules.lora.r=0"]))
+
+
+def test_method_none_carries_placeholder_numbers():
+    validate(make(["method=none", "method.optim.lr=0"]))

@@ -57,11 +57,74 @@ OPTIONAL_CHOICES: dict[str, tuple] = {
 }
 
 
+# Numbers every run uses, checked before any data is built or model trained. ``method.*`` keys
+# apply only when the method trains (method=none/icu carry placeholders); absent optional keys
+# (e.g. a model without a warm-up) are skipped.
+POSITIVE_INTS: tuple[str, ...] = (
+    "method.batch_size", "eval.batch_size", "eval.max_new_tokens.classification",
+    "eval.max_new_tokens.cloze", "eval.max_new_tokens.generation", "model.vanilla.epochs",
+    "model.vanilla.batch_size", "model.vanilla.mcq_warmup.batch_size",
+    "method.reference.finetune.epochs", "method.reference.finetune.batch_size",
+)
+NON_NEGATIVE_INTS: tuple[str, ...] = (
+    "seed", "model.vanilla.seed", "method.optim.warmup_steps",
+    "model.vanilla.optim.warmup_steps", "model.vanilla.mcq_warmup.steps",
+)
+POSITIVE_FLOATS: tuple[str, ...] = (
+    "method.optim.lr", "model.vanilla.optim.lr", "model.vanilla.mcq_warmup.lr",
+    "method.reference.finetune.optim.lr",
+)
+NON_NEGATIVE_FLOATS: tuple[str, ...] = (
+    "method.optim.weight_decay", "model.vanilla.optim.weight_decay", "trainer.gradient_clip_val",
+)
+BETAS: tuple[str, ...] = ("method.optim.betas", "model.vanilla.optim.betas")
+LORA_POSITIVE: tuple[str, ...] = ("trainable_modules.lora.r", "trainable_modules.lora.alpha")
+
+
 class ConfigError(ValueError):
     """A config value outside its allowed set."""
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_numbers(cfg: DictConfig) -> None:
+    """Types and ranges of :data:`POSITIVE_INTS` and the other tables (one line per error)."""
+    trains = OmegaConf.select(cfg, "method.objective") is not None
+    rules = (
+        (POSITIVE_INTS, _is_int, lambda v: v >= 1, "an integer >= 1"),
+        (NON_NEGATIVE_INTS, _is_int, lambda v: v >= 0, "an integer >= 0"),
+        (POSITIVE_FLOATS, _is_number, lambda v: v > 0, "a number > 0"),
+        (NON_NEGATIVE_FLOATS, _is_number, lambda v: v >= 0, "a number >= 0"),
+    )
+    for keys, typed, in_range, what in rules:
+        for key in keys:
+            if key.startswith("method.") and not trains:
+                continue
+            value = OmegaConf.select(cfg, key, default=None)
+            if value is not None and not (typed(value) and in_range(value)):
+                raise ConfigError(f"{key}={value!r} must be {what}")
+    for key in BETAS:
+        if key.startswith("method.") and not trains:
+            continue
+        betas = OmegaConf.select(cfg, key, default=None)
+        if betas is not None and not (len(betas) == 2 and all(
+                _is_number(b) and 0 <= b < 1 for b in betas)):
+            raise ConfigError(f"{key}={list(betas)!r} must be two numbers in [0, 1)")
+    if cfg.trainable_modules.scope == "lora":
+        for key in LORA_POSITIVE:
+            value = OmegaConf.select(cfg, key, default=None)
+            if not (_is_number(value) and value > 0):
+                raise ConfigError(f"{key}={value!r} must be a number > 0")
+
+
 def validate(cfg: DictConfig) -> None:
+    _check_numbers(cfg)
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key, default="<missing>")
         if key.startswith("method.optim") and OmegaConf.select(cfg, "method.objective") is None:

@@ -122,6 +122,8 @@ def git_commit() -> str:
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run every stage and write the run directory; returns metrics.json's content."""
     validate(cfg)
+    # the objective checks its own hyperparameters: before anything expensive runs
+    objective = instantiate(cfg.method.objective) if cfg.method.objective is not None else None
     claim_run_dir(run_dir)
     write_config(run_dir, cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -161,9 +163,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "model": {"name": cfg.model.name, **provenance},
         "base_eval_cached": base_cached,
     }
-    if cfg.method.objective is not None:
+    if objective is not None:
         t = time.time()
-        objective = instantiate(cfg.method.objective)
         model, counts = prepare_trainable(model, cfg.trainable_modules)
         log.info("trainable parameters: %s", counts)
         reference = run_reference(cfg, model, objective, bench, processor)
