@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
+
+from unlearn.errors import UserError
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -17,7 +22,15 @@ def main(cfg: DictConfig) -> None:
     from unlearn.pipeline import run  # heavy imports after Hydra has parsed the overrides
 
     route_lightning_logs()
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    try:
+        run(cfg, Path(hydra_cfg.runtime.output_dir))
+    except UserError as err:
+        # a multirun marks the job failed and goes on; a single run says it in one line
+        if hydra_cfg.mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from unlearn.data.collate import LOSS_SCOPES
 from unlearn.data.perturb import PERTURBATIONS
 from unlearn.data.prompts import FAMILIES, ICU_PROMPTS
 from unlearn.data.views import ATTACKS, INTERVENTIONS
+from unlearn.errors import UserError
 from unlearn.eval.metrics import LETTER_PARSERS
 from unlearn.methods.distill import KL_POSITIONS
 from unlearn.methods.losses import REDUCTIONS
@@ -81,7 +82,7 @@ BETAS: tuple[str, ...] = ("method.optim.betas", "model.vanilla.optim.betas")
 LORA_POSITIVE: tuple[str, ...] = ("trainable_modules.lora.r", "trainable_modules.lora.alpha")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value outside its allowed set."""
 
 

@@ -9,12 +9,13 @@ from typing import Any
 import lightning as L
 import torch
 
+from unlearn.errors import UserError
 from unlearn.methods.base import LossOutput, Objective
 
 SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine", "wsd")
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(UserError, RuntimeError):
     """A non-finite training loss: the run stops, and no result is written for it."""
 
 

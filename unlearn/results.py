@@ -10,16 +10,22 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from unlearn.errors import UserError
+
 Metrics = Mapping[str, Mapping[str, Mapping[str, float]]]
 MODALITY_LABELS = {"image_text": "image+text", "text_only": "text-only"}
 TABLE_METRICS = {"class_acc": "class", "cloze_acc": "cloze", "gen_rougeL": "ROUGE-L",
                  "gen_bleu": "BLEU"}
 
 
+class RunDirExistsError(UserError, FileExistsError):
+    """The run directory already holds results."""
+
+
 def claim_run_dir(run_dir: Path) -> None:
     """Refuse to write into a directory that already holds results."""
     if (run_dir / "metrics.json").exists():
-        raise FileExistsError(f"{run_dir} already holds metrics.json; results are never "
+        raise RunDirExistsError(f"{run_dir} already holds metrics.json; results are never "
                               "overwritten: choose another hydra.run.dir")
     run_dir.mkdir(parents=True, exist_ok=True)
 

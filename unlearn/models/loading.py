@@ -20,6 +20,7 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
 )
 
+from unlearn.errors import UserError
 from unlearn.models.tiny import ARCHS, build_tiny, load_tiny_processor, set_generation_defaults
 
 FAMILIES: tuple[str, ...] = ARCHS
@@ -32,6 +33,11 @@ MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
     "qwen2_vl": Qwen2VLForConditionalGeneration,
     "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
 }
+
+
+def _looks_local(source: str) -> bool:
+    """A path rather than a hub id ('owner/name'): absolute, relative or home-based."""
+    return source.startswith(("/", "./", "../", "~")) or Path(source).exists()
 
 
 def _choice(value: str, allowed: tuple[str, ...] | dict, what: str) -> str:
@@ -96,6 +102,9 @@ def _from_pretrained(
     source: str, family: str, dtype: torch.dtype, attn: str | None
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Load with the family's class, so ``family`` (not the checkpoint's guess) picks the model."""
+    if _looks_local(source) and not Path(source).expanduser().is_dir():
+        raise UserError(f"model.pretrained_id={source!r}: no such folder (a local checkpoint "
+                        "is a folder in the hub layout; a hub id is 'owner/name')")
     kwargs: dict[str, Any] = {"dtype": dtype}
     if attn:
         kwargs["attn_implementation"] = attn
