@@ -126,3 +126,18 @@ def test_the_shipped_model_reproduces_its_recorded_numbers(tmp_path):
         for metric, value in values.items():
             assert round(metrics["forget"][modality][metric], 3) == round(value, 3), (
                 modality, metric)
+
+
+def test_an_unreadable_cache_entry_is_moved_aside_and_rebuilt(tmp_path, monkeypatch, caplog):
+    cfg = default_cfg(f"paths.root={tmp_path}", "model.vanilla.shipped=false")
+    key = vanilla.vanilla_key(cfg, vanilla.data_recipe(cfg))
+    entry = tmp_path / ".cache" / "vanilla" / f"tiny_llava-{key}"
+    fake_shipped(tmp_path, monkeypatch, cfg, key)
+    (tmp_path / "assets" / "tiny_llava").rename(entry.parent.mkdir(parents=True) or entry)
+    weights = entry / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated, as by a full disk
+    with caplog.at_level(logging.WARNING), pytest.raises(AssertionError, match="not rebuilt"):
+        vanilla.vanilla_model(cfg, Bench())  # the rebuild starts
+    aside = [p.name for p in entry.parent.iterdir()]
+    assert not entry.exists() and len(aside) == 1 and ".corrupt-" in aside[0]
+    assert "unreadable" in caplog.text and str(entry) in caplog.text

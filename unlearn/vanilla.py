@@ -143,8 +143,14 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
     info = {"vanilla": str(path), "fingerprint": key}
     if (path / RECORD).exists():
         log.info("vanilla model: reusing %s", path)
-        model, processor = load_checkpoint(str(path), mcfg.family, mcfg.dtype)
-        return model, processor, info | {"cached": True}
+        try:
+            model, processor = load_checkpoint(str(path), mcfg.family, mcfg.dtype)
+            return model, processor, info | {"cached": True}
+        except Exception as err:  # noqa: BLE001 - any unreadable entry is rebuilt, not fatal
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            path.rename(aside)
+            log.warning("the cached vanilla model %s is unreadable (%s: %s); moved it to %s "
+                        "and rebuilding", path, type(err).__name__, err, aside)
     model, processor, record = _train(cfg, bench.finetune())
     record |= {"key": key, "recipe": vanilla_recipe(cfg, data_recipe(cfg, bench)),
                "versions": library_versions()}
