@@ -32,7 +32,7 @@ from unlearn.results import (
     write_jsonl,
 )
 from unlearn.train import fit
-from unlearn.utils import atomic_dir, fingerprint, library_versions, plain
+from unlearn.utils import atomic_dir, build_lock, fingerprint, library_versions, plain
 from unlearn.vanilla import vanilla_model
 
 log = logging.getLogger(__name__)
@@ -81,15 +81,23 @@ def base_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict, key: st
               view: View = CLEAN) -> tuple[dict, list, bool]:
     """Base-model results under ``view``, cached under the model/data/eval/view fingerprint."""
     path = Path(cfg.paths.cache_dir) / "base_eval" / key
-    if cfg.eval.cache_base and (path / "metrics.json").exists():
+    if not cfg.eval.cache_base:
+        metrics, records = run_eval(cfg, model, processor, splits, view)
+        return metrics, records, False
+    with build_lock(path):
+        return _cached_or_evaluated(cfg, model, processor, splits, path, view)
+
+
+def _cached_or_evaluated(cfg: DictConfig, model: Any, processor: Any, splits: dict, path: Path,
+                         view: View) -> tuple[dict, list, bool]:
+    if (path / "metrics.json").exists():
         metrics = json.loads((path / "metrics.json").read_text())
         records = [json.loads(line) for line in (path / "generations.jsonl").open()]
         return metrics, records, True
     metrics, records = run_eval(cfg, model, processor, splits, view)
-    if cfg.eval.cache_base:
-        with atomic_dir(path) as tmp:
-            write_json(tmp / "metrics.json", metrics)
-            write_jsonl(tmp / "generations.jsonl", records)
+    with atomic_dir(path) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        write_jsonl(tmp / "generations.jsonl", records)
     return metrics, records, False
 
 

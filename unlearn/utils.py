@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -12,7 +13,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 LIBRARIES = ("torch", "transformers", "tokenizers", "datasets", "pyarrow", "pillow", "numpy",
              "lightning", "peft", "hydra-core", "omegaconf")
@@ -43,13 +47,38 @@ def library_versions() -> dict[str, str]:
 
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory and move it to ``final`` only on success."""
+    """Yield a temporary sibling directory and move it to ``final`` only on success.
+
+    If another process completed ``final`` meanwhile, its copy stays and ours is dropped.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
-        tmp.rename(final)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not final.is_dir():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def build_lock(path: Path) -> Iterator[None]:
+    """Hold an inter-process lock while checking for and building the cache entry ``path``:
+    jobs that need the same entry at once (a sweep on a cold cache, Slurm array jobs on a
+    shared file system) wait for the first to build it, then reuse it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.with_name(f".{path.name}.lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process to build %s", path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -29,7 +29,7 @@ from unlearn.methods.gradient import FineTune
 from unlearn.models.loading import load_checkpoint, load_model_and_processor, save_checkpoint
 from unlearn.models.modules import select_trainable
 from unlearn.train import fit
-from unlearn.utils import atomic_dir, fingerprint, library_versions, plain
+from unlearn.utils import atomic_dir, build_lock, fingerprint, library_versions, plain
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,14 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
         log.info("the shipped %s vanilla model is another recipe (fingerprint %s, this run %s)",
                  mcfg.name, shipped["key"], key)
     path = Path(cfg.paths.cache_dir) / "vanilla" / f"{mcfg.name}-{key}"
+    with build_lock(path):  # concurrent jobs: one builds, the others wait and reuse
+        return _cached_or_built(cfg, bench, path, key)
+
+
+def _cached_or_built(cfg: DictConfig, bench: Any, path: Path, key: str
+                     ) -> tuple[Any, Any, dict]:
+    """The cache entry at ``path`` if readable, else a fresh build saved there."""
+    mcfg = cfg.model
     info = {"vanilla": str(path), "fingerprint": key}
     if (path / RECORD).exists():
         log.info("vanilla model: reusing %s", path)
