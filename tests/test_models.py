@@ -354,3 +354,22 @@ def test_label_position_logits_match_full_logits(arch):
     for reduction in ("token_mean", "sequence_sum", "sequence_mean"):
         assert torch.allclose(nll(model, batch, reduction), reduce_nll(*full, reduction),
                               atol=1e-5)
+
+
+def test_weights_load_only_from_safetensors(tmp_path):
+    """A checkpoint whose weights are a pickle (pytorch_model.bin) is refused, never unpickled."""
+    import pytest
+    from omegaconf import OmegaConf
+
+    from unlearn.models.loading import load_checkpoint, load_model_and_processor
+
+    model, processor = load_model_and_processor(OmegaConf.create(
+        {"family": "llava", "source": "tiny", "tiny": {"size": "tiny", "image_size": 32}}))
+    import torch
+
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError, match="safetensors"):
+        load_checkpoint(tmp_path, "llava")

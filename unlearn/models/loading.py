@@ -105,7 +105,9 @@ def _from_pretrained(
     if _looks_local(source) and not Path(source).expanduser().is_dir():
         raise UserError(f"model.pretrained_id={source!r}: no such folder (a local checkpoint "
                         "is a folder in the hub layout; a hub id is 'owner/name')")
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    # weights only from safetensors (no pickle), never the checkpoint's own code
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True,
+                              "trust_remote_code": False}
     if attn:
         kwargs["attn_implementation"] = attn
     model = MODEL_CLASSES[family].from_pretrained(source, **kwargs)
