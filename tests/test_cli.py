@@ -40,3 +40,31 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, overrides, message
     assert out.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_in_training_exits_non_zero_with_a_message_and_no_results(tmp_path):
+    """Slurm preemption sends SIGTERM; Lightning alone would exit 0 without results."""
+    import os
+    import signal
+    import time
+
+    from .test_pipeline import TINY
+
+    run_dir = tmp_path / "run"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "unlearn", *TINY, "model.vanilla.epochs=200",
+         f"paths.root={tmp_path}", f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = run_dir / "__main__.log"
+    deadline = time.time() + 240
+    while not (log.exists() and "vanilla fine-tune on" in log.read_text()):
+        assert time.time() < deadline and job.poll() is None, "the vanilla stage never started"
+        time.sleep(0.5)
+    time.sleep(3)  # inside the epochs
+    job.send_signal(signal.SIGTERM)
+    stderr = job.communicate(timeout=120)[1]
+    assert job.returncode == 128 + signal.SIGTERM
+    assert stderr.strip().splitlines()[-1].startswith("error: stopped by SIGTERM")
+    assert not (run_dir / "metrics.json").exists()

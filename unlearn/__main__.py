@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="config")
 def main(cfg: DictConfig) -> None:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from unlearn.loggers import route_lightning_logs
     from unlearn.pipeline import run  # heavy imports after Hydra has parsed the overrides
 
@@ -31,6 +34,11 @@ def main(cfg: DictConfig) -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except SIGTERMException:  # Lightning stops training on SIGTERM by raising SystemExit(0)
+        print("error: stopped by SIGTERM before the results were written; rerun the same "
+              "command (finished caches are reused; an interrupted stage starts again)",
+              file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":
