@@ -70,6 +70,8 @@ def ship(overrides: list[str], dest_root: Path = SHIPPED) -> Path:
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(built, tmp)
+    for path in tmp.iterdir():
+        path.chmod(0o644)  # the cache's private temp files become ordinary package data
     (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     size = folder_bytes(tmp)
     if size > MAX_BYTES:
