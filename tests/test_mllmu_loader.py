@@ -23,10 +23,10 @@ N_PROFILES, N_CELEBS = 20, 4
 PER_PROFILE = {
     ("classification", "image_text"): 5,
     ("classification", "text_only"): 4,
-    ("cloze", "image_text"): 2,
-    ("cloze", "text_only"): 2,
-    ("generation", "image_text"): 3,
-    ("generation", "text_only"): 3,
+    ("cloze", "image_text"): 5,  # twin v5: every fact asked in every task
+    ("cloze", "text_only"): 4,
+    ("generation", "image_text"): 5,
+    ("generation", "text_only"): 4,
 }
 FT_PER_PROFILE = {
     ("generation", "image_text"): 10,

@@ -125,7 +125,7 @@ def test_image_size_sets_image_tokens():
     assert (batch["input_ids"] == qwen.config.image_token_id).sum() == 16
     with pytest.raises(ValueError, match="multiple of 28"):
         build_tiny("qwen2_5_vl", "tiny", image_size=64)
-    with pytest.raises(ValueError, match=r"allowed: \['base', 'small', 'tiny'\]"):
+    with pytest.raises(ValueError, match=r"allowed: \['base', 'bench_65m', 'small', 'tiny'\]"):
         build_tiny("llava", "huge")
 
 
@@ -318,7 +318,9 @@ def test_load_pretrained_calls_from_pretrained(arch, attn, monkeypatch):
     got_model, got_proc = load_model_and_processor(_cfg(
         family=arch, source="pretrained", pretrained_id="org/some-model", dtype="bfloat16",
         attn_implementation=attn))
-    expected_kwargs = {"dtype": torch.bfloat16} | ({"attn_implementation": attn} if attn else {})
+    expected_kwargs = {"dtype": torch.bfloat16, "use_safetensors": True,
+                       "trust_remote_code": False} | (
+        {"attn_implementation": attn} if attn else {})
     assert model_calls == [(loading.MODEL_CLASSES[arch], "org/some-model", expected_kwargs)]
     assert proc_calls == ["org/some-model"]
     assert got_model is model and got_proc is processor
