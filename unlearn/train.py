@@ -17,6 +17,7 @@ from unlearn.data.schema import Sample
 from unlearn.data.views import PairCollator
 from unlearn.methods.base import Objective
 from unlearn.module import UnlearnModule
+from unlearn.progress import PlainProgress, interactive
 from unlearn.utils import plain
 
 
@@ -56,8 +57,11 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
         splits: Mapping[str, Sequence[Sample] | Dataset], stage_cfg: DictConfig,
         trainer_cfg: DictConfig, *, seed: int, logger: Any = False,
         reference: torch.nn.Module | None = None,
-        callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+        callbacks: Sequence[L.Callback] = (), stage: str = "train") -> L.Trainer:
     """Train ``model`` in place on ``splits`` with ``objective``.
+
+    ``stage`` names the stage in the plain progress lines printed when the output is not a
+    terminal (there the live bar is off).
 
     ``stage_cfg`` carries epochs, batch_size, loss_scope, optim and optionally
     gradient_checkpointing, backward_per_term and length_groups (a ``method`` node or the
@@ -70,9 +74,13 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
                            per_term=bool(stage_cfg.get("backward_per_term", False)))
     if not module.automatic_optimization:  # the module clips its manual steps itself
         kwargs.pop("gradient_clip_val", None)
+    callbacks = list(callbacks)
+    if not interactive():
+        kwargs.setdefault("enable_progress_bar", False)
+        callbacks.append(PlainProgress(stage))
     trainer = L.Trainer(max_epochs=int(stage_cfg.epochs), logger=logger,
                         enable_checkpointing=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, callbacks=list(callbacks), **kwargs)
+                        num_sanity_val_steps=0, callbacks=callbacks, **kwargs)
     checkpointing = bool(stage_cfg.get("gradient_checkpointing", False))
     if checkpointing:  # recompute layer activations in backward: memory for compute
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
