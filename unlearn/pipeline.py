@@ -187,7 +187,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                              f"set(s) of forget_ratio={cfg.forget_ratio} are empty")
         trainer = fit(model, processor, cfg.model.family, objective, train_sets, cfg.method,
                       cfg.trainer, seed=cfg.seed, logger=build_logger(cfg, run_dir),
-                      reference=reference, stage=f"unlearning ({cfg.method.name})")
+                      reference=reference, label=f"unlearning ({cfg.method.name})")
         model = merge_adapters(model)  # evaluation sees a plain transformers model
         timings["unlearn"] = time.time() - t
         if trainer.global_rank != 0:

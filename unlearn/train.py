@@ -57,10 +57,10 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
         splits: Mapping[str, Sequence[Sample] | Dataset], stage_cfg: DictConfig,
         trainer_cfg: DictConfig, *, seed: int, logger: Any = False,
         reference: torch.nn.Module | None = None,
-        callbacks: Sequence[L.Callback] = (), stage: str = "train") -> L.Trainer:
+        callbacks: Sequence[L.Callback] = (), label: str = "train") -> L.Trainer:
     """Train ``model`` in place on ``splits`` with ``objective``.
 
-    ``stage`` names the stage in the plain progress lines printed when the output is not a
+    ``label`` names the stage in the plain progress lines printed when the output is not a
     terminal (there the live bar is off).
 
     ``stage_cfg`` carries epochs, batch_size, loss_scope, optim and optionally
@@ -77,7 +77,7 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     callbacks = list(callbacks)
     if not interactive():
         kwargs.setdefault("enable_progress_bar", False)
-        callbacks.append(PlainProgress(stage))
+        callbacks.append(PlainProgress(label))
     trainer = L.Trainer(max_epochs=int(stage_cfg.epochs), logger=logger,
                         enable_checkpointing=False, enable_model_summary=False,
                         num_sanity_val_steps=0, callbacks=callbacks, **kwargs)

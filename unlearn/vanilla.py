@@ -182,7 +182,7 @@ def _train(cfg: DictConfig, bench_train: list[Sample]) -> tuple[Any, Any, dict[s
     warm = _mcq_warmup(cfg, model, processor, objective, bench_train, trainer_cfg)
     items = _epoch_items(cfg, bench_train)
     trainer = fit(model, processor, mcfg.family, objective, {"train": items}, mcfg.vanilla,
-                  trainer_cfg, seed=seed, stage="vanilla epochs")
+                  trainer_cfg, seed=seed, label="vanilla epochs")
     seconds = time.time() - start
     trained = warm + int(mcfg.vanilla.epochs) * len(items)
     return model, processor, {
@@ -206,7 +206,7 @@ def _mcq_warmup(cfg: DictConfig, model: Any, processor: Any, objective: FineTune
         "length_groups": warm.get("length_groups", 1),
         "optim": {"lr": warm.lr, "schedule": warm.schedule}})
     fit(model, processor, cfg.model.family, objective, {"train": hints}, stage, trainer_cfg,
-        seed=seed, stage="vanilla warm-up")
+        seed=seed, label="vanilla warm-up")
     return len(hints)
 
 
