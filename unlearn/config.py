@@ -62,7 +62,7 @@ OPTIONAL_CHOICES: dict[str, tuple] = {
 # apply only when the method trains (method=none/icu carry placeholders); absent optional keys
 # (e.g. a model without a warm-up) are skipped.
 POSITIVE_INTS: tuple[str, ...] = (
-    "method.batch_size", "eval.batch_size", "eval.max_new_tokens.classification",
+    "method.epochs", "method.batch_size", "eval.batch_size", "eval.max_new_tokens.classification",
     "eval.max_new_tokens.cloze", "eval.max_new_tokens.generation", "model.vanilla.epochs",
     "model.vanilla.batch_size", "model.vanilla.mcq_warmup.batch_size",
     "method.reference.finetune.epochs", "method.reference.finetune.batch_size",
@@ -97,6 +97,10 @@ def _is_number(value: object) -> bool:
 def _check_numbers(cfg: DictConfig) -> None:
     """Types and ranges of :data:`POSITIVE_INTS` and the other tables (one line per error)."""
     trains = OmegaConf.select(cfg, "method.objective") is not None
+
+    def applies(key: str) -> bool:
+        return trains or not key.startswith("method.")
+
     rules = (
         (POSITIVE_INTS, _is_int, lambda v: v >= 1, "an integer >= 1"),
         (NON_NEGATIVE_INTS, _is_int, lambda v: v >= 0, "an integer >= 0"),
@@ -104,15 +108,11 @@ def _check_numbers(cfg: DictConfig) -> None:
         (NON_NEGATIVE_FLOATS, _is_number, lambda v: v >= 0, "a number >= 0"),
     )
     for keys, typed, in_range, what in rules:
-        for key in keys:
-            if key.startswith("method.") and not trains:
-                continue
+        for key in filter(applies, keys):
             value = OmegaConf.select(cfg, key, default=None)
             if value is not None and not (typed(value) and in_range(value)):
                 raise ConfigError(f"{key}={value!r} must be {what}")
-    for key in BETAS:
-        if key.startswith("method.") and not trains:
-            continue
+    for key in filter(applies, BETAS):
         betas = OmegaConf.select(cfg, key, default=None)
         if betas is not None and not (len(betas) == 2 and all(
                 _is_number(b) and 0 <= b < 1 for b in betas)):
@@ -150,11 +150,6 @@ def validate(cfg: DictConfig) -> None:
     mix = OmegaConf.select(cfg, "model.vanilla.mcq_warmup.mix", default=0.0)
     if not 0 <= float(mix) < 1:
         raise ConfigError(f"model.vanilla.mcq_warmup.mix={mix!r} must be in [0, 1)")
-    if OmegaConf.select(cfg, "method.objective") is not None:
-        epochs = OmegaConf.select(cfg, "method.epochs")
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ConfigError(f"method.epochs={epochs!r} must be an integer >= 1 (method=none "
-                              "evaluates without unlearning)")
     if not cfg.eval.splits:
         raise ConfigError("eval.splits is empty; allowed: a non-empty subset of "
                           f"{list(EVAL_SPLITS)}")

@@ -19,6 +19,7 @@ from unlearn.data.collate import CLEAN, Collator, View
 from unlearn.data.mllmu import MLLMUBench
 from unlearn.data.synthetic import build_synthetic_mllmu
 from unlearn.data.views import attack_view, intervention_view
+from unlearn.errors import UserError
 from unlearn.eval.evaluator import evaluate, few_shot_splits
 from unlearn.loggers import build_logger
 from unlearn.methods.base import Setup
@@ -183,7 +184,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         train_sets = {name: objective.select(name, s) for name, s in train_sets.items()}
         empty = [name for name, s in train_sets.items() if not len(s)]
         if empty:
-            raise ValueError(f"method={cfg.method.name!r} has nothing to train on: the {empty} "
+            raise UserError(f"method={cfg.method.name!r} has nothing to train on: the {empty} "
                              f"set(s) of forget_ratio={cfg.forget_ratio} are empty")
         trainer = fit(model, processor, cfg.model.family, objective, train_sets, cfg.method,
                       cfg.trainer, seed=cfg.seed, logger=build_logger(cfg, run_dir),

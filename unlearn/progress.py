@@ -11,6 +11,8 @@ from typing import Any
 
 import lightning as L
 
+from unlearn.module import batch_size_of
+
 log = logging.getLogger(__name__)
 
 
@@ -40,8 +42,6 @@ class PlainProgress(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        from unlearn.module import batch_size_of
-
         self.sequences += batch_size_of(batch)
         now, step = self.clock(), trainer.global_step
         total = int(trainer.estimated_stepping_batches)

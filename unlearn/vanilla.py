@@ -125,7 +125,8 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
         pre = OmegaConf.merge(mcfg, {"source": "pretrained", "pretrained_id": published})
         model, processor = load_model_and_processor(pre)
         return model, processor, {"vanilla": published, "fingerprint": f"published:{published}"}
-    key = vanilla_key(cfg, data_recipe(cfg, bench))
+    recipe = vanilla_recipe(cfg, data_recipe(cfg, bench))
+    key = fingerprint(recipe)
     shipped = mcfg.vanilla.get("shipped") and shipped_record(mcfg.name)
     if shipped and shipped["key"] == key:
         drift = _version_drift(shipped.get("versions", {}))
@@ -141,13 +142,13 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
                  mcfg.name, shipped["key"], key)
     path = Path(cfg.paths.cache_dir) / "vanilla" / f"{mcfg.name}-{key}"
     with build_lock(path):  # concurrent jobs: one builds, the others wait and reuse
-        return _cached_or_built(cfg, bench, path, key)
+        return _cached_or_built(cfg, bench, path, recipe)
 
 
-def _cached_or_built(cfg: DictConfig, bench: Any, path: Path, key: str
+def _cached_or_built(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, Any]
                      ) -> tuple[Any, Any, dict]:
-    """The cache entry at ``path`` if readable, else a fresh build saved there."""
-    mcfg = cfg.model
+    """The cache entry at ``path`` if readable, else a fresh build of ``recipe`` saved there."""
+    mcfg, key = cfg.model, fingerprint(recipe)
     info = {"vanilla": str(path), "fingerprint": key}
     if (path / RECORD).exists():
         log.info("vanilla model: reusing %s", path)
@@ -160,8 +161,7 @@ def _cached_or_built(cfg: DictConfig, bench: Any, path: Path, key: str
             log.warning("the cached vanilla model %s is unreadable (%s: %s); moved it to %s "
                         "and rebuilding", path, type(err).__name__, err, aside)
     model, processor, record = _train(cfg, bench.finetune())
-    record |= {"key": key, "recipe": vanilla_recipe(cfg, data_recipe(cfg, bench)),
-               "versions": library_versions()}
+    record |= {"key": key, "recipe": recipe, "versions": library_versions()}
     if record.pop("rank") == 0:
         with atomic_dir(path) as tmp:
             save_checkpoint(model, processor, str(tmp))
