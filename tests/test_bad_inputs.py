@@ -28,6 +28,8 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["method.epochs=0"], "method.epochs=0 must be an integer >= 1"),
     (["eval.splits=[]"], "eval.splits is empty"),
     (["eval.splits=[forget,bogus]"], "eval.splits has ['bogus']"),
+    (["resume.every_n_steps=-1"], "resume.every_n_steps=-1 must be an integer >= 0"),
+    (["resume.enabled=sometimes"], "resume.enabled='sometimes' must be true or false"),
     (["forget_ratio=7"], "forget_ratio=7 is not one of [5, 10, 15]"),
     (["eval.letter_parser=first"], "eval.letter_parser='first' is not one of"),
     (["model.vanilla.seed=-1"], "model.vanilla.seed=-1 must be an integer >= 0"),

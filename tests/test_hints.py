@@ -34,10 +34,14 @@ def test_hint_items_state_the_truth_and_point_to_it():
     assert len({s.answer for s in items}) == 4  # the letter moves: nothing to memorise
 
 
-def test_every_read_draws_a_new_item_deterministically():
+def test_every_epoch_draws_new_items_deterministically():
     def two_epochs(seed):
         hints = FreshHints([MCQ], 30, seed=seed)
-        return [[hints[i].options for i in range(30)] for _ in range(2)]
+        epochs = []
+        for epoch in range(2):
+            hints.set_epoch(epoch)
+            epochs.append([hints[i].options for i in range(30)])
+        return epochs
 
     first, second = two_epochs(0)
     assert first != second  # the second epoch sees other option orders

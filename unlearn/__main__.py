@@ -23,6 +23,7 @@ def main(cfg: DictConfig) -> None:
 
     from unlearn.loggers import route_lightning_logs
     from unlearn.pipeline import run  # heavy imports after Hydra has parsed the overrides
+    from unlearn.resume import Interrupted
 
     route_lightning_logs()
     hydra_cfg = HydraConfig.get()
@@ -34,10 +35,14 @@ def main(cfg: DictConfig) -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except Interrupted as stop:  # the stage saved its state at the end of the step
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        print(f"error: stopped by {stop}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
     except SIGTERMException:  # Lightning stops training on SIGTERM by raising SystemExit(0)
         print("error: stopped by SIGTERM before the results were written; rerun the same "
-              "command (finished caches are reused; an interrupted stage starts again)",
-              file=sys.stderr)
+              "command to resume (finished stages and caches are reused)", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
 
 

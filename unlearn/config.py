@@ -68,7 +68,7 @@ POSITIVE_INTS: tuple[str, ...] = (
     "method.reference.finetune.epochs", "method.reference.finetune.batch_size",
 )
 NON_NEGATIVE_INTS: tuple[str, ...] = (
-    "seed", "model.vanilla.seed", "method.optim.warmup_steps",
+    "seed", "model.vanilla.seed", "resume.every_n_steps", "method.optim.warmup_steps",
     "model.vanilla.optim.warmup_steps", "model.vanilla.mcq_warmup.steps",
 )
 POSITIVE_FLOATS: tuple[str, ...] = (
@@ -150,6 +150,9 @@ def validate(cfg: DictConfig) -> None:
     mix = OmegaConf.select(cfg, "model.vanilla.mcq_warmup.mix", default=0.0)
     if not 0 <= float(mix) < 1:
         raise ConfigError(f"model.vanilla.mcq_warmup.mix={mix!r} must be in [0, 1)")
+    if not isinstance(OmegaConf.select(cfg, "resume.enabled", default=None), bool):
+        raise ConfigError(f"resume.enabled={OmegaConf.select(cfg, 'resume.enabled')!r} must "
+                          "be true or false")
     if not cfg.eval.splits:
         raise ConfigError("eval.splits is empty; allowed: a non-empty subset of "
                           f"{list(EVAL_SPLITS)}")

@@ -74,6 +74,16 @@ class UnlearnModule(L.LightningModule):
         if reference is not None:
             reference.eval().requires_grad_(False)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The frozen reference never changes: a resumable state need not hold a copy."""
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if not k.startswith("reference.")}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.reference is not None:
+            checkpoint["state_dict"].update(
+                {f"reference.{k}": v for k, v in self.reference.state_dict().items()})
+
     def on_fit_start(self) -> None:
         if not self.automatic_optimization and self.trainer.world_size > 1:
             raise NotImplementedError(

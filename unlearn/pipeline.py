@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from unlearn.results import (
     write_json,
     write_jsonl,
 )
+from unlearn.resume import stage_checkpoint
 from unlearn.train import fit
 from unlearn.utils import atomic_dir, build_lock, fingerprint, library_versions, plain
 from unlearn.vanilla import vanilla_model
@@ -116,6 +118,13 @@ def objective_setup(cfg: DictConfig, bench: MLLMUBench, processor: Any, provenan
     )
 
 
+def state_dir(cfg: DictConfig) -> Path:
+    """Where the unlearning stage saves its state: keyed by the whole config (but how it is
+    logged and saved), so rerunning the same command finds it from a new run directory."""
+    key = fingerprint({k: v for k, v in plain(cfg).items() if k not in ("resume", "logger")})
+    return Path(cfg.paths.cache_dir) / "resume" / f"{cfg.run_name}-{key}"
+
+
 def git_commit() -> str:
     """HEAD of the source tree, with ``+dirty`` when tracked files differ from it."""
     def git(*args: str) -> str:
@@ -188,7 +197,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                              f"set(s) of forget_ratio={cfg.forget_ratio} are empty")
         trainer = fit(model, processor, cfg.model.family, objective, train_sets, cfg.method,
                       cfg.trainer, seed=cfg.seed, logger=build_logger(cfg, run_dir),
-                      reference=reference, label=f"unlearning ({cfg.method.name})")
+                      reference=reference, label=f"unlearning ({cfg.method.name})",
+                      **stage_checkpoint(cfg, state_dir(cfg), "unlearn"))
         model = merge_adapters(model)  # evaluation sees a plain transformers model
         timings["unlearn"] = time.time() - t
         if trainer.global_rank != 0:
@@ -214,6 +224,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     write_json(run_dir / "metrics.json", results)
     write_jsonl(run_dir / "generations.jsonl", records)
     write_json(run_dir / "manifest.json", manifest)
+    shutil.rmtree(state_dir(cfg), ignore_errors=True)  # the results stand: no resume needed
     print_results(results, title=f"{cfg.run_name}  →  {run_dir}")
     if attack != "none":
         print_results(results[attack], title=f"{cfg.run_name}  with {attack}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -18,7 +21,10 @@ from unlearn.data.views import PairCollator
 from unlearn.methods.base import Objective
 from unlearn.module import UnlearnModule
 from unlearn.progress import PlainProgress, interactive
+from unlearn.resume import ResumeCheckpoints, checkpoint_step
 from unlearn.utils import plain
+
+log = logging.getLogger(__name__)
 
 
 def trainer_kwargs(trainer_cfg: DictConfig) -> dict[str, Any]:
@@ -57,11 +63,14 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
         splits: Mapping[str, Sequence[Sample] | Dataset], stage_cfg: DictConfig,
         trainer_cfg: DictConfig, *, seed: int, logger: Any = False,
         reference: torch.nn.Module | None = None,
-        callbacks: Sequence[L.Callback] = (), label: str = "train") -> L.Trainer:
+        callbacks: Sequence[L.Callback] = (), label: str = "train",
+        checkpoint: Path | None = None, every_n_steps: int = 0) -> L.Trainer:
     """Train ``model`` in place on ``splits`` with ``objective``.
 
     ``label`` names the stage in the plain progress lines printed when the output is not a
-    terminal (there the live bar is off).
+    terminal (there the live bar is off) and in the message of an interrupted stage.
+    ``checkpoint``: where the stage saves its state (every ``every_n_steps`` steps, at the
+    end, on SIGTERM/SIGINT) and resumes from when a saved state is there (:mod:`.resume`).
 
     ``stage_cfg`` carries epochs, batch_size, loss_scope, optim and optionally
     gradient_checkpointing, backward_per_term and length_groups (a ``method`` node or the
@@ -75,6 +84,10 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     if not module.automatic_optimization:  # the module clips its manual steps itself
         kwargs.pop("gradient_clip_val", None)
     callbacks = list(callbacks)
+    resume_from = None
+    if checkpoint is not None:
+        callbacks.append(ResumeCheckpoints(checkpoint, every_n_steps, label))
+        resume_from = _resumable(checkpoint, label)
     if not interactive():
         kwargs.setdefault("enable_progress_bar", False)
         callbacks.append(PlainProgress(label))
@@ -85,8 +98,39 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     if checkpointing:  # recompute layer activations in backward: memory for compute
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    trainer.fit(module, datamodule=data)
+    threads = torch.get_num_threads()
+    if _forks_workers(trainer_cfg):
+        # GNU OpenMP is not fork-safe: a forked worker whose parent already ran a parallel
+        # region hangs in its first one (here: DDP's first parameter broadcast)
+        torch.set_num_threads(1)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     if checkpointing:
         model.gradient_checkpointing_disable()
     return trainer
+
+
+def _forks_workers(trainer_cfg: DictConfig) -> bool:
+    """True when the strategy forks its worker processes from this one (``trainer=ddp_cpu``)."""
+    strategy = plain(trainer_cfg).get("strategy")
+    return isinstance(strategy, dict) and strategy.get("start_method") == "fork"
+
+
+def _resumable(checkpoint: Path, label: str) -> Path | None:
+    """``checkpoint`` if it holds a readable saved state, else None (an unreadable one is
+    moved aside: the stage starts over)."""
+    try:
+        step = checkpoint_step(checkpoint)
+    except Exception as err:  # noqa: BLE001 - any unreadable state is set aside, not fatal
+        aside = checkpoint.with_name(f"{checkpoint.name}.corrupt-{int(time.time())}")
+        checkpoint.rename(aside)
+        log.warning("the saved state of %s, %s, is unreadable (%s: %s); moved it to %s and "
+                    "starting the stage over", label, checkpoint, type(err).__name__, err, aside)
+        return None
+    if step is None:
+        return None
+    log.info("%s: resuming from step %d saved in %s", label, step, checkpoint)
+    return checkpoint

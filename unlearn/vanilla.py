@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from unlearn.data.synthetic import synthetic_args
 from unlearn.methods.gradient import FineTune
 from unlearn.models.loading import load_checkpoint, load_model_and_processor, save_checkpoint
 from unlearn.models.modules import select_trainable
+from unlearn.resume import stage_checkpoint
 from unlearn.train import fit
 from unlearn.utils import atomic_dir, build_lock, fingerprint, library_versions, plain
 
@@ -160,17 +162,22 @@ def _cached_or_built(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, 
             path.rename(aside)
             log.warning("the cached vanilla model %s is unreadable (%s: %s); moved it to %s "
                         "and rebuilding", path, type(err).__name__, err, aside)
-    model, processor, record = _train(cfg, bench.finetune())
+    # a killed build resumes from the states saved here (the lock keeps other jobs out)
+    states = path.with_name(f".{path.name}.resume")
+    model, processor, record = _train(cfg, bench.finetune(), states)
     record |= {"key": key, "recipe": recipe, "versions": library_versions()}
     if record.pop("rank") == 0:
         with atomic_dir(path) as tmp:
             save_checkpoint(model, processor, str(tmp))
             (tmp / RECORD).write_text(json.dumps(record, indent=2))
+        shutil.rmtree(states, ignore_errors=True)
     return model, processor, info | {"cached": False, "seconds": record["seconds"]}
 
 
-def _train(cfg: DictConfig, bench_train: list[Sample]) -> tuple[Any, Any, dict[str, Any]]:
-    """Build the model and run the stage: the optional warm-up, then the epochs."""
+def _train(cfg: DictConfig, bench_train: list[Sample], states: Path
+           ) -> tuple[Any, Any, dict[str, Any]]:
+    """Build the model and run the stage: the optional warm-up, then the epochs; each phase
+    saves its state in ``states`` and resumes from it."""
     mcfg, seed = cfg.model, vanilla_seed(cfg)
     L.seed_everything(seed, workers=True, verbose=False)
     model, processor = load_model_and_processor(mcfg, extra_corpus=tokenizer_corpus(bench_train))
@@ -179,10 +186,11 @@ def _train(cfg: DictConfig, bench_train: list[Sample]) -> tuple[Any, Any, dict[s
     start = time.time()
     objective = FineTune(mcfg.vanilla.reduction)
     trainer_cfg = stage_trainer(cfg)
-    warm = _mcq_warmup(cfg, model, processor, objective, bench_train, trainer_cfg)
+    warm = _mcq_warmup(cfg, model, processor, objective, bench_train, trainer_cfg, states)
     items = _epoch_items(cfg, bench_train)
     trainer = fit(model, processor, mcfg.family, objective, {"train": items}, mcfg.vanilla,
-                  trainer_cfg, seed=seed, label="vanilla epochs")
+                  trainer_cfg, seed=seed, label="vanilla epochs",
+                  **stage_checkpoint(cfg, states, "epochs"))
     seconds = time.time() - start
     trained = warm + int(mcfg.vanilla.epochs) * len(items)
     return model, processor, {
@@ -192,7 +200,7 @@ def _train(cfg: DictConfig, bench_train: list[Sample]) -> tuple[Any, Any, dict[s
 
 
 def _mcq_warmup(cfg: DictConfig, model: Any, processor: Any, objective: FineTune,
-                train: list[Sample], trainer_cfg: DictConfig) -> int:
+                train: list[Sample], trainer_cfg: DictConfig, states: Path) -> int:
     """The optional phase on hint items before the epochs (``model.vanilla.mcq_warmup``);
     returns the number of sequences it trained on."""
     warm = cfg.model.vanilla.get("mcq_warmup") or {}
@@ -206,7 +214,7 @@ def _mcq_warmup(cfg: DictConfig, model: Any, processor: Any, objective: FineTune
         "length_groups": warm.get("length_groups", 1),
         "optim": {"lr": warm.lr, "schedule": warm.schedule}})
     fit(model, processor, cfg.model.family, objective, {"train": hints}, stage, trainer_cfg,
-        seed=seed, label="vanilla warm-up")
+        seed=seed, label="vanilla warm-up", **stage_checkpoint(cfg, states, "warmup"))
     return len(hints)
 
 

@@ -5,6 +5,7 @@ samples, so each step pairs e.g. a forget batch with a retain batch (OpenUnlearn
 ``collate`` is one function for every set or one per set name (a teacher-view pair collator
 for the forget set, the plain collator for the retain set).
 A split ``aligned`` to another (built from it item by item) is drawn in exactly its order.
+Every loader can be restarted mid-epoch from a Lightning checkpoint (:mod:`.resumable`).
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
+from unlearn.data.resumable import ResumableLoader, ResumableSampler
 from unlearn.data.schema import Sample
 
 
 class UnlearnDataModule(L.LightningDataModule):
     def __init__(self, splits: Mapping[str, Sequence[Sample] | Dataset],
                  collate: Callable | Mapping[str, Callable],
-                 batch_size: int, seed: int = 0, num_workers: int = 0,
+                 batch_size: int, seed: int = 0,
                  aligned: Mapping[str, str] | None = None):
         super().__init__()
         empty = [name for name, samples in splits.items() if not samples]
@@ -35,11 +36,11 @@ class UnlearnDataModule(L.LightningDataModule):
             if len(splits[name]) != len(splits[source]):
                 raise ValueError(f"aligned split {name!r} has {len(splits[name])} items, "
                                  f"{source!r} has {len(splits[source])}")
-        # a Dataset (e.g. items drawn fresh at every read) is kept as is, other sequences copied
+        # a Dataset (e.g. hint items drawn fresh every epoch) is kept as is, other sequences copied
         self.splits = {name: samples if isinstance(samples, Dataset) else list(samples)
                        for name, samples in splits.items()}
         self.collate, self.batch_size = collate, batch_size
-        self.seed, self.num_workers = seed, num_workers
+        self.seed = seed
 
     def train_dataloader(self) -> CombinedLoader:
         return CombinedLoader(self.loaders(), mode="max_size_cycle")
@@ -53,10 +54,10 @@ class UnlearnDataModule(L.LightningDataModule):
         for name in names:
             # an aligned split reuses its source's seed and length: the same index sequence
             i = names.index(self.aligned.get(name, name))
-            gen = torch.Generator().manual_seed(self.seed + i)
             data = self.splits[name]
             collate = self.collate[name] if isinstance(self.collate, Mapping) else self.collate
-            sampler = RandomSampler(data, num_samples=n_primary if i else None, generator=gen)
-            loaders[name] = DataLoader(data, batch_size=self.batch_size, sampler=sampler,
-                                       collate_fn=collate, num_workers=self.num_workers)
+            sampler = ResumableSampler(data, num_samples=n_primary if i else None,
+                                       seed=self.seed + i)
+            loaders[name] = ResumableLoader(data, batch_size=self.batch_size, sampler=sampler,
+                                            collate_fn=collate)
         return loaders

@@ -21,13 +21,13 @@ HINT = "Hint: {answer}.\n{question}"
 
 
 class FreshHints(Dataset):
-    """``n`` slots of hint items; every read of a slot draws a new item.
+    """``n`` slots of hint items; each epoch draws a new item into every slot.
 
     Each epoch therefore sees hint items it has not seen before (a fixed set repeated every
     epoch taught much less: its letters can be memorised), yet the stream is deterministic:
-    the item is a function of ``seed``, the slot and how often the slot was read. Reads are
-    counted per process, so data-loader workers (which copy the dataset) would repeat items;
-    the training data module loads in the main process.
+    the item is a function of ``seed``, the slot and the epoch, which the loader's sampler
+    sets (:class:`~unlearn.data.resumable.ResumableSampler`), so a run restarted from a
+    checkpoint draws the items the interrupted run would have drawn.
 
     Only items whose answer is one of their option letters qualify (refusal items of the ICU
     practice do not); the real ``ft_Data`` has none, which is an error here.
@@ -39,15 +39,16 @@ class FreshHints(Dataset):
             raise ValueError("the multiple-choice warm-up needs fine-tuning items with options "
                              "(the synthetic twin has them, the real ft_Data does not); "
                              "set model.vanilla.mcq_warmup.steps=0")
-        self.seed = seed
-        self.reads = [0] * n
+        self.seed, self.n, self.epoch = seed, n, 0
 
     def __len__(self) -> int:
-        return len(self.reads)
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __getitem__(self, slot: int) -> Sample:
-        rng = random.Random(f"hints-{self.seed}-{slot}-{self.reads[slot]}")
-        self.reads[slot] += 1
+        rng = random.Random(f"hints-{self.seed}-{slot}-{self.epoch}")
         s = rng.choice(self.mcq)
         truth = s.options[s.answer]
         values = list(s.options.values())
