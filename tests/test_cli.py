@@ -30,6 +30,8 @@ def test_a_finished_run_or_sweep_dir_is_left_untouched(tmp_path, multirun):
 @pytest.mark.parametrize(("overrides", "message"), [
     (["method.batch_size=0"], "error: method.batch_size=0 must be an integer >= 1"),
     (["method.optim.lr=abc"], "error: method.optim.lr='abc' must be a number > 0"),
+    (["method=icu_t", "prompt_style=none"],
+     "error: method='icu_t': the teacher view equals the student's input"),
     (["model=llava7b", "model.pretrained_id=/nonexistent", "method=none",
       "data.synthetic.num_profiles=4", "data.synthetic.num_celebrities=1"],
      "error: model.pretrained_id='/nonexistent': no such folder"),

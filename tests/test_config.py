@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from unlearn.config import ConfigError, validate
+from unlearn.config import ConfigError, build_objective, validate
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 GROUPS = {
@@ -176,3 +176,120 @@ def test_lora_rank_is_checked_only_under_lora():
 
 def test_method_none_carries_placeholder_numbers():
     validate(make(["method=none", "method.optim.lr=0"]))
+
+
+# --- every objective and the combinations users run -------------------------------------------
+
+OBJECTIVE_VALUES = {  # method -> (class, hyperparameters as the objective holds them)
+    "ga": ("GradientAscent", {"reduction": "token_mean"}),
+    "ga_diff": ("GradientDifference", {"retain_weight": 1.0, "reduction": "token_mean"}),
+    "kl_min": ("KLMinimization", {"beta": 1.0, "retain_nll_weight": 0.0,
+                                  "kl_reduction": "token_mean"}),
+    "npo": ("NegativePreferenceOptimization", {"beta": 0.9, "scale": 2 / 0.9,
+                                               "reduction": "sequence_sum", "retain_weight": 0.0}),
+    "po": ("PreferenceOptimization", {"beta": 0.1, "scale": 1.0, "reduction": "sequence_sum"}),
+    "rmu": ("RMU", {"layer": 1, "steering": 2.0, "retain_weight": 1.0,
+                    "target_norm": "reference", "direction": "sphere"}),
+    "mmunlearner": ("MMUnlearner", {"beta": 1.0, "eps": 1e-15, "retain_weight": 1.0}),
+    "vgid": ("Distillation", {"alpha": 1.0, "beta": 1.0, "temperature": 1.0,
+                              "kl_positions": "answer"}),
+    "icu_t": ("Distillation", {"alpha": 1.0, "beta": 1.0, "kl_positions": "answer"}),
+    "noise_t": ("Distillation", {"alpha": 1.0, "beta": 1.0, "kl_positions": "answer"}),
+}
+
+
+def test_every_method_yaml_is_listed_here():
+    trains = {m for m in GROUPS["method"] if make([f"method={m}"]).method.objective is not None}
+    assert trains == set(OBJECTIVE_VALUES)  # icu and none evaluate without training
+
+
+@pytest.mark.parametrize("method", sorted(OBJECTIVE_VALUES))
+def test_every_method_yaml_instantiates_its_objective_with_its_values(method):
+    cls, values = OBJECTIVE_VALUES[method]
+    objective = build_objective(make([f"method={method}"]))
+    assert type(objective).__name__ == cls
+    assert {k: getattr(objective, k) for k in values} == pytest.approx(values)
+
+
+def pairwise(factors: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Rows covering every pair of options of every two factors (greedy, deterministic)."""
+    names = list(factors)
+    todo = {(a, x, b, y) for i, a in enumerate(names) for b in names[i + 1:]
+            for x in factors[a] for y in factors[b]}
+    rows = []
+    while todo:
+        a, x, b, y = min(todo)
+        row = {a: x, b: y}
+        for name in names:
+            if name not in row:  # the option covering most open pairs with the row so far
+                row[name] = max(factors[name], key=lambda v, n=name: sum(
+                    (n2, row[n2], n, v) in todo or (n, v, n2, row[n2]) in todo for n2 in row))
+        todo -= {(p, row[p], q, row[q]) for p in names for q in names}
+        rows.append(row)
+    return rows
+
+
+COMBINATIONS = pairwise({k: GROUPS[k] for k in ("method", "trainable_modules", "model",
+                                                 "perturbation", "prompt_style")})
+SCOPES = {"all": "all", "language": "language", "lm_connector": "lm_connector", "lora": "lora",
+          "projector": "projector", "vision": "vision"}
+FAMILIES = {"tiny_llava": "llava", "llava7b": "llava", "tiny_qwen2vl": "qwen2_vl",
+            "qwen2vl7b": "qwen2_vl"}
+
+
+def test_the_combinations_cover_every_pair():
+    assert 72 <= len(COMBINATIONS) < 100  # 12 methods x 6 scopes at least
+    pairs = {(m["method"], m["trainable_modules"]) for m in COMBINATIONS}
+    assert len(pairs) == 72
+
+
+@pytest.mark.parametrize("row", COMBINATIONS, ids=lambda r: "-".join(r.values()))
+def test_combinations_users_run_compose_validate_and_resolve(row):
+    from unlearn.data.perturb import GaussianNoise, RandomNoise, White
+    from unlearn.data.prompts import ICU_PROMPTS
+
+    cfg = make([f"{k}={v}" for k, v in row.items()])
+    validate(cfg)
+    assert cfg.method.name == row["method"] and cfg.model.name == row["model"]
+    assert cfg.model.family == FAMILIES[row["model"]]
+    assert cfg.trainable_modules.scope == SCOPES[row["trainable_modules"]]  # the command wins
+    assert cfg.perturbation.name == row["perturbation"]
+    assert cfg.prompt_style.name == row["prompt_style"]
+    real = row["model"] in ("llava7b", "qwen2vl7b")
+    assert cfg.trainer.name == ("gpu" if real else "cpu")
+    assert cfg.trainer.gradient_clip_val == (None if real else 1.0)
+    same_view = {"vgid": row["perturbation"] == row["prompt_style"] == "none",
+                 "icu_t": row["prompt_style"] == "none",
+                 "noise_t": row["perturbation"] == "none"}.get(row["method"], False)
+    if same_view:  # a teacher identical to the student teaches nothing: refused at once
+        with pytest.raises(ConfigError, match=rf"method='{row['method']}': the teacher view "
+                                              "equals the student's input"):
+            build_objective(cfg)
+        return
+    objective = build_objective(cfg)
+    if objective is None:
+        return
+    if row["method"] == "rmu":
+        assert objective.layer == (7 if real else 1)
+    if type(objective).__name__ == "Distillation":
+        (view,) = objective.views.values()
+        prompted = row["method"] != "noise_t"
+        assert view.instruction.strip() == (ICU_PROMPTS[row["prompt_style"]] if prompted else "")
+        transform = {"none": type(None), "gaussian": GaussianNoise, "random_noise": RandomNoise,
+                     "white": White}[row["perturbation"]]
+        assert isinstance(view.image_transform,
+                          type(None) if row["method"] == "icu_t" else transform)
+
+
+@pytest.mark.parametrize("model", ["llava7b", "qwen2vl7b"])
+def test_real_models_default_to_the_papers_lora_without_clipping(model):
+    cfg = make([f"model={model}"])
+    assert cfg.trainable_modules.scope == "lora" and cfg.trainable_modules.lora.r == 16
+    assert cfg.trainer.name == "gpu" and cfg.trainer.gradient_clip_val is None
+    tiny = make()
+    assert tiny.trainable_modules.scope == "all" and tiny.trainer.gradient_clip_val == 1.0
+
+
+def test_an_argument_the_objective_refuses_is_a_config_error():
+    with pytest.raises(ConfigError, match="method='npo': .*unexpected keyword argument 'betta'"):
+        build_objective(make(["method=npo", "+method.objective.betta=0.5"]))

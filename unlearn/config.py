@@ -6,6 +6,10 @@ covers the values inside groups.
 
 from __future__ import annotations
 
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from unlearn.data.collate import LOSS_SCOPES
@@ -159,3 +163,18 @@ def validate(cfg: DictConfig) -> None:
     bad = [s for s in cfg.eval.splits if s not in EVAL_SPLITS]
     if bad:
         raise ConfigError(f"eval.splits has {bad}; allowed: {list(EVAL_SPLITS)}")
+
+
+def build_objective(cfg: DictConfig) -> Any:
+    """The method's objective (None for methods that only evaluate). It checks its own
+    hyperparameters; a value it refuses (or an argument it does not take) is a ConfigError
+    naming the method, before anything expensive runs."""
+    if cfg.method.objective is None:
+        return None
+    try:
+        return instantiate(cfg.method.objective)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ValueError | TypeError):
+            raise ConfigError(f"method={cfg.method.name!r}: {cause}") from err
+        raise

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from unlearn.config import validate
+from unlearn.config import build_objective, validate
 from unlearn.data.collate import CLEAN, Collator, View
 from unlearn.data.mllmu import MLLMUBench
 from unlearn.data.synthetic import build_synthetic_mllmu
@@ -140,8 +139,7 @@ def git_commit() -> str:
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run every stage and write the run directory; returns metrics.json's content."""
     validate(cfg)
-    # the objective checks its own hyperparameters: before anything expensive runs
-    objective = instantiate(cfg.method.objective) if cfg.method.objective is not None else None
+    objective = build_objective(cfg)  # checks its own hyperparameters: before anything expensive
     claim_run_dir(run_dir)
     write_config(run_dir, cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)

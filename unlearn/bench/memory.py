@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from unlearn.bench.table import Row, ratio_row
 from unlearn.bench.world import World
+from unlearn.config import build_objective
 from unlearn.methods.mmunlearner import MMUnlearner
 from unlearn.methods.saliency import trainable
 from unlearn.models.lora import prepare_trainable
@@ -106,7 +106,7 @@ def measure(world: World, cfg: DictConfig, steps: int, checkpointing: bool = Fal
     model = copy.deepcopy(world.model)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    objective = instantiate(cfg.method.objective)
+    objective = build_objective(cfg)
     model, counts = prepare_trainable(model, cfg.trainable_modules)
     reference = build_reference(model, objective.needs_reference)
     if isinstance(objective, MMUnlearner):

@@ -22,12 +22,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from unlearn.bench.table import Row, ratio_row
 from unlearn.bench.world import World, interleaved, load_world, median, pooled, round_ratios
+from unlearn.config import build_objective
 from unlearn.data.schema import Sample
 from unlearn.loggers import build_logger
 from unlearn.methods.base import Objective
@@ -146,7 +146,7 @@ class Trial:
 def trial(world: World, cfg: DictConfig) -> Trial:
     """A fresh student, objective and reference from the world's model, as a pipeline run
     builds them (``method.reference.source: initial``)."""
-    objective = instantiate(cfg.method.objective)
+    objective = build_objective(cfg)
     model, _ = prepare_trainable(copy.deepcopy(world.model), cfg.trainable_modules)
     reference = build_reference(model, objective.needs_reference)
     sets = objective.train_sets(lambda name: getattr(world.bench, f"{name}_train")())
