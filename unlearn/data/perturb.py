@@ -7,7 +7,7 @@ generator and draws fresh noise per call, as the official code draws new noise p
 same seed and call order give the same images.
 
 Vgid's released code instead replaces the *normalised* pixel tensor by U[0, 1) noise
-(methods.md §3.1); ``random_noise`` here is a uniform noise image in pixel space.
+(docs/fidelity.md §9); ``random_noise`` here is a uniform noise image in pixel space.
 """
 
 from __future__ import annotations

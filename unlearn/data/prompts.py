@@ -2,7 +2,7 @@
 
 One place builds every prompt (training and evaluation), so the vanilla fine-tune, the
 unlearning objectives and the evaluator all see the same format. LLaVA prompts are the
-official MLLMU-Bench ``eval.py`` strings (benchmarks.md §1.3); Qwen prompts are the
+official MLLMU-Bench ``eval.py`` strings (docs/fidelity.md §12); Qwen prompts are the
 MMUnlearner chat-template texts (§1.4), rendered with the processor's own chat template.
 """
 

@@ -1,4 +1,4 @@
-"""The MLLMU-Bench metrics, as the official ``eval.py`` computes them (benchmarks.md §1.3)."""
+"""The MLLMU-Bench metrics, as the official ``eval.py`` computes them (docs/fidelity.md §12)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ answer tokens and compared position by position on those (``kl_positions: answer
 ``kl_positions: all`` compares every non-padding position, as the official code does; it
 needs prompts of equal length (a perturbation-only teacher).
 
-Deviations from the released code (methods.md §3.1): one combined step instead of
+Deviations from the released code (docs/fidelity.md §9): one combined step instead of
 interleaved forget/retain optimiser steps, padding positions never count, a temperature
 tau with the usual tau^2 factor (tau = 1 is the paper), and token-mean reduction by default
 (``reduction: sequence_sum`` is the official sum over positions divided by the batch size).

@@ -1,7 +1,8 @@
 """Likelihood-based objectives: fine-tuning, gradient ascent and gradient difference.
 
-Formulas: shared/reference/methods.md §4. Losses are over the labelled tokens the collator
-marks (answer tokens by default, ``loss_scope: full`` for the official MLLMU convention).
+Formulas: Vgid appendix A.3.2 eqs. 6-7 (docs/fidelity.md §2-3). Losses are over the labelled
+tokens the collator marks (answer tokens by default, ``loss_scope: full`` for the official MLLMU
+convention).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class GradientDifference(TermwiseObjective):
     """GA_Diff: L = -NLL(forget) + λ·NLL(retain) (λ = ``retain_weight``), one paired step.
 
     The paired form follows OpenUnlearning (one forget batch with one random retain batch);
-    MLLMU-Bench's official script makes sequential passes instead (methods.md §4.1).
+    MLLMU-Bench's official script makes sequential passes instead (docs/fidelity.md §3).
     """
 
     splits = ("forget", "retain")

@@ -1,6 +1,6 @@
 """KL_Min: gradient ascent on the forget set, KL to the frozen reference on the retain set.
 
-Vgid eq. 8 (methods.md §4): L = -NLL(forget) + β·KL(P_ref ‖ P_θ)(retain). The KL is taken at
+Vgid eq. 8 (docs/fidelity.md §4): L = -NLL(forget) + β·KL(P_ref ‖ P_θ)(retain). The KL is taken at
 the positions that predict labelled tokens (answer tokens by default, ``loss_scope: full`` for
 every non-image token), summed over the vocabulary, then reduced by ``kl_reduction``:
 ``token_mean`` (Open-MMUnlearning) or ``sequence_sum`` (sum / batch size, as MLLMU-Bench's

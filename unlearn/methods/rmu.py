@@ -1,6 +1,6 @@
 """RMU: steer the hidden states of one decoder layer on the forget set towards a random direction.
 
-Vgid appendix A.3.2 eqs. 11-15 (methods.md §4.2): u ~ Uniform(S^{d-1}) once per run;
+Vgid appendix A.3.2 eqs. 11-15 (docs/fidelity.md §7): u ~ Uniform(S^{d-1}) once per run;
 forget target v_f = λ·‖h_ref^(l)(x_f)‖₂·u (per token), retain target h_ref^(l)(x_r);
 L = L_f + γ·L_r. ``target_norm: constant`` gives OpenUnlearning's target c·u (λ = c) and
 ``direction: positive`` its u (uniform [0, 1) entries, normalised). Distances are squared errors

@@ -2,9 +2,9 @@
 
 Targets are resolved to full module names inside the language group, so the leaf names
 (``q_proj``…) never also hit the CLIP / Qwen vision blocks by suffix, as in the official
-MLLMU-Bench and Vgid scripts (methods.md §4.1). After training, :func:`merge_adapters` folds the
-adapters into the weights: evaluation, generation and checkpoints then see a plain transformers
-model (same function up to float rounding).
+MLLMU-Bench and Vgid scripts (docs/fidelity.md §1, S1). After training,
+:func:`merge_adapters` folds the adapters into the weights: evaluation, generation and
+checkpoints then see a plain transformers model (same function up to float rounding).
 """
 
 from __future__ import annotations

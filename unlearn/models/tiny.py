@@ -1,8 +1,7 @@
 """Tiny, randomly initialised LLaVA-1.5 / Qwen2-VL / Qwen2.5-VL built offline.
 
 They use the real transformers classes and processors around a locally trained byte-level BPE
-tokenizer, so tests and CPU experiments run the same code path as the hub checkpoints. Recipe and
-gotchas: ``shared/reference/tiny_models.md``.
+tokenizer, so tests and CPU experiments run the same code path as the hub checkpoints.
 """
 
 from __future__ import annotations
