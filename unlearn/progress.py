@@ -34,11 +34,12 @@ class PlainProgress(L.Callback):
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.stage, self.every_s, self.clock = stage, every_s, clock
         self.start = self.last = 0.0
-        self.sequences = 0
+        self.sequences = self.first_step = 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start = self.last = self.clock()
         self.sequences = 0
+        self.first_step = trainer.global_step  # > 0 when the stage resumed from a checkpoint
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -49,7 +50,7 @@ class PlainProgress(L.Callback):
             return
         self.last, elapsed = now, max(now - self.start, 1e-9)
         loss = trainer.callback_metrics.get("train/loss")
-        eta = elapsed / max(step, 1) * (total - step)
+        eta = elapsed / max(step - self.first_step, 1) * (total - step)
         log.info("%s: step %d/%d (%d%%), loss %s, %.1f seq/s, ETA %s", self.stage, step, total,
                  100 * step // max(total, 1), "-" if loss is None else f"{float(loss):.4f}",
                  self.sequences / elapsed, _duration(eta))
