@@ -211,3 +211,26 @@ def test_kill_9_in_each_stage_then_the_same_command_gives_the_uninterrupted_resu
     assert (root / "run3/metrics.json").read_text() == (
         tmp_path / "clean/run/metrics.json").read_text()
     assert not list(root.glob(unlearning))  # removed once the results stand
+
+
+def test_ranks_share_the_single_process_stream_in_blocks():
+    """Rank r of w takes the r-th index of each block of w; the short last block is padded
+    with the epoch's first indices; a restored rank continues its share."""
+    data = list(range(7))
+    one = list(ResumableSampler(data, seed=5))
+
+    def shard(rank, state=None):
+        sampler = ResumableSampler(data, seed=5)
+        sampler.rank, sampler.world = rank, 2
+        if state:
+            sampler.load_state_dict(state)
+        return sampler
+
+    assert [list(shard(r)) for r in (0, 1)] == [one[0::2], one[1::2] + one[:1]]
+    assert len(shard(0)) == 4
+    first = shard(1)
+    it = iter(first)
+    taken = [next(it), next(it)]
+    state = first.state_dict()
+    assert state["position"] == 4  # indices drawn over both ranks
+    assert taken + list(shard(1, state)) == one[1::2] + one[:1]

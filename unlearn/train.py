@@ -92,6 +92,7 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
         kwargs.setdefault("enable_progress_bar", False)
         callbacks.append(PlainProgress(label))
     trainer = L.Trainer(max_epochs=int(stage_cfg.epochs), logger=logger,
+                        use_distributed_sampler=False,  # the data module's samplers shard
                         enable_checkpointing=False, enable_model_summary=False,
                         num_sanity_val_steps=0, callbacks=callbacks, **kwargs)
     checkpointing = bool(stage_cfg.get("gradient_checkpointing", False))

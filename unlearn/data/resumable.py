@@ -8,15 +8,21 @@ permutations, no data), so the generator ends each epoch where it did without th
 
 Lightning saves a loader's ``state_dict`` in its checkpoints and restores it before the next
 epoch's iterator is drawn from, for any loader that has ``state_dict``/``load_state_dict``.
+
+Under DDP the sampler shards the same stream itself (Lightning's distributed sampler would
+reshuffle it): rank r of w takes every w-th index, so w processes with batch b see, step by
+step, the items one process with batch w*b sees.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sized
 from itertools import islice
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 
@@ -33,7 +39,10 @@ class ResumableSampler(Sampler[int]):
     position can be saved and restored.
 
     The epoch counts itself (a plain loop without Lightning draws the same stream as the
-    trainer); Lightning's ``set_epoch`` calls agree with that count.
+    trainer); Lightning's ``set_epoch`` calls agree with that count. In a process group the
+    rank's share of each block of ``world`` indices is handed out; a short last block is
+    padded with the epoch's first indices (as ``DistributedSampler``), so every rank takes
+    the same number of steps.
     """
 
     def __init__(self, data: Sized, num_samples: int | None = None, seed: int = 0):
@@ -44,9 +53,11 @@ class ResumableSampler(Sampler[int]):
         self.epoch_start = self.generator.get_state()  # generator state when the epoch began
         self.position = 0  # indices handed out in the current epoch
         self.restored: tuple[int, int] | None = None  # (epoch, position) of a loaded state
+        grouped = dist.is_available() and dist.is_initialized()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if grouped else (0, 1)
 
     def __len__(self) -> int:
-        return len(self.draws)
+        return math.ceil(len(self.draws) / self.world)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -57,21 +68,34 @@ class ResumableSampler(Sampler[int]):
             self.restored = None
             self.generator.set_state(self.epoch_start)
             stream = iter(self.draws)
-            for _ in islice(stream, position):  # replay the saved epoch's draws
-                pass
+            replayed = list(islice(stream, position))  # replay the saved epoch's draws
             if epoch == self.epoch:  # resume inside that epoch
-                yield from self._hand_out(stream, position)
+                yield from self._hand_out(stream, position, replayed[:self.world])
                 return
             stream.close()  # it had ended: the generator stands where that epoch left it
         self.epoch_start = self.generator.get_state()
-        yield from self._hand_out(iter(self.draws), 0)
+        yield from self._hand_out(iter(self.draws), 0, [])
 
-    def _hand_out(self, stream: Iterator[int], position: int) -> Iterator[int]:
+    def _hand_out(self, stream: Iterator[int], position: int, first: list[int]
+                  ) -> Iterator[int]:
+        """Hand out the rest of the epoch from global ``position`` on (``first``: the epoch's
+        first indices seen so far, to pad a short last block)."""
         tell_epoch(self.data, self.epoch)
-        self.position = position
+        self.position = position  # indices drawn from the epoch's stream, over all ranks
+        block: list[int] = []
         for index in stream:
             self.position += 1
-            yield index
+            if self.world == 1:
+                yield index
+                continue
+            if len(first) < self.world:
+                first.append(index)
+            block.append(index)
+            if len(block) == self.world:
+                yield block[self.rank]
+                block = []
+        if block:
+            yield (block + first)[self.rank]
         # exhausted: a state saved from now on starts the next epoch
         self.epoch += 1
         self.epoch_start, self.position = self.generator.get_state(), 0
