@@ -35,6 +35,20 @@ def test_bleu_by_hand():
     assert bleu("a b c d", "") == 0.0
 
 
+def test_bleu_takes_the_truth_as_reference_and_the_prediction_as_hypothesis():
+    truth, prediction = "Mei lives in Oslo with her dog", "Mei lives in Oslo"
+    # hypothesis 4 tokens, all its n-grams in the 7-token reference: the brevity penalty only
+    right = math.exp(1 - 7 / 4)
+    # swapped: p1..p4 = 4/7, 3/6, 2/5, 1/4 and no brevity penalty
+    swapped = (4 / 7 * 3 / 6 * 2 / 5 * 1 / 4) ** 0.25
+    assert abs(right - swapped) > 0.05
+    assert bleu(truth, prediction) == pytest.approx(right)
+    assert bleu(prediction, truth) == pytest.approx(swapped)
+    assert score("generation", prediction, truth)["gen_bleu"] == pytest.approx(right)
+    assert score("generation", "ASSISTANT: " + prediction, truth)["gen_bleu"] == pytest.approx(
+        right)
+
+
 @pytest.mark.parametrize(
     ("text", "official", "mmu"),
     [

@@ -334,3 +334,58 @@ def test_pipeline_official_then_fused_reuses_the_mask(tmp_path):
         assert (tmp_path / d / "mask_density.png").stat().st_size > 0
         losses = (tmp_path / d / "logs" / "metrics.csv").read_text().splitlines()[0]
         assert "train/forget_nll" in losses and "train/retain_nll" in losses
+
+
+# ---- which forget items train
+
+def test_select_keeps_the_forget_image_text_items_only():
+    forget = [*_samples(2, "text_only"), *_samples(3), *_samples(1, "text_only")]
+    retain = [*_samples(2, split="retain"), *_samples(2, "text_only", split="retain")]
+    for schedule in ("fused", "official"):
+        objective = MMUnlearner(schedule=schedule)
+        kept = objective.select("forget", forget)
+        assert [id(s) for s in kept] == [id(s) for s in forget[2:5]]  # in the given order
+        assert [id(s) for s in objective.select("retain", retain)] == [id(s) for s in retain]
+
+
+class _Stop(Exception):
+    """Raised by the stand-in for fit once it has seen the training sets."""
+
+
+def test_pipeline_trains_the_forget_loss_on_image_text_items_only(tiny_bench_dir, tmp_path,
+                                                                   monkeypatch):
+    """The mask sees the whole forget set (its text-only part is in P), the forget loss then
+    trains on its image+text items only; retain keeps both modalities."""
+    import unlearn.pipeline as pipeline
+
+    bench = MLLMUBench(str(tiny_bench_dir), forget_ratio=10, seed=0)
+    model, processor = build_tiny("llava", "tiny")
+    seen: dict = {}
+
+    def prepare(self, model, sets, setup):
+        seen["prepare"] = {name: list(s) for name, s in sets.items()}
+        return {}
+
+    def fit(model, processor, family, objective, train_sets, *args, **kwargs):
+        seen["fit"] = train_sets
+        raise _Stop
+
+    monkeypatch.setattr(pipeline, "load_benchmark", lambda cfg: bench)
+    monkeypatch.setattr(pipeline, "eval_splits", lambda cfg, bench: {})
+    monkeypatch.setattr(pipeline, "vanilla_model",
+                        lambda cfg, bench: (model, processor, {"fingerprint": "tiny"}))
+    monkeypatch.setattr(MMUnlearner, "prepare", prepare)
+    monkeypatch.setattr(pipeline, "fit", fit)
+    with pytest.raises(_Stop):
+        run(compose_cfg(tmp_path, ["method=mmunlearner"]), tmp_path / "run")
+
+    def keys(samples):
+        return [(s.profile_id, s.modality, s.task, s.question, s.answer) for s in samples]
+
+    forget, retain = bench.forget_train(), bench.retain_train()
+    image_text = [s for s in forget if s.modality == "image_text"]
+    assert image_text and len(image_text) < len(forget)
+    assert keys(seen["prepare"]["forget"]) == keys(forget)
+    assert keys(seen["fit"]["forget"]) == keys(image_text)
+    assert keys(seen["fit"]["retain"]) == keys(retain)
+    assert {s.modality for s in seen["fit"]["retain"]} == {"image_text", "text_only"}

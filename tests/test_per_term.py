@@ -1,6 +1,7 @@
-"""Per-term backward (``method.backward_per_term``): the objective's loss is the sum of its
-terms, each term is built only after the previous one was consumed, and training one term at
-a time through the LightningModule gives the same weights as the summed loss."""
+"""Per-term backward (``method.backward_per_term``): each term's value by hand (the retain
+terms on a batch of their own), each term is built only after the previous one was consumed,
+and training one term at a time through the LightningModule gives the same weights as the
+summed loss."""
 
 import copy
 import math
@@ -12,7 +13,8 @@ from omegaconf import OmegaConf
 from unlearn.data.mllmu import MLLMUBench
 from unlearn.methods.gradient import GradientDifference
 from unlearn.methods.kl import KLMinimization
-from unlearn.methods.preference import NegativePreferenceOptimization
+from unlearn.methods.losses import IGNORE
+from unlearn.methods.preference import NegativePreferenceOptimization, PreferenceOptimization
 from unlearn.models.modules import select_trainable
 from unlearn.models.reference import build_reference
 from unlearn.models.tiny import build_tiny
@@ -48,20 +50,79 @@ def test_kl_min_terms_by_hand_and_built_lazily():
     assert next(terms, None) is None
 
 
-@pytest.mark.parametrize("objective", [
-    GradientDifference(retain_weight=2.0),
-    KLMinimization(beta=0.5, retain_nll_weight=1.0),
-    NegativePreferenceOptimization(beta=0.9, retain_weight=0.5),
-])
-def test_loss_is_the_sum_of_its_terms(objective):
-    logits, batch = two_sequences()
+def retain_batch(forget: dict) -> dict:
+    """The forget inputs with other labels, so a retain term read off the forget batch shows.
+
+    Student (``two_sequences``) log-probs of these labels: row 0 label 1 at position 0 is
+    1/2; row 1 label 0 at position 0 is 1/2, at position 1 is 1/5 (logits 0, log 4)."""
+    return dict(forget, labels=torch.tensor([[IGNORE, 1, IGNORE], [IGNORE, 0, 0]]))
+
+
+L = math.log
+# sequence_sum NLL per row, then the batch mean (the NPO / PO default reduction)
+RETAIN_SEQ_NLL = (-L(1 / 2) + -(L(1 / 2) + L(1 / 5))) / 2
+RETAIN_TOKEN_NLL = -(L(1 / 2) + L(1 / 2) + L(1 / 5)) / 3
+
+
+def logsigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+def test_npo_terms_by_hand():
+    logits, forget = two_sequences()
     model, ref = FixedLogits(logits), reference_model()
-    batches = {"forget": batch, "retain": batch}
-    terms = list(objective.terms(model, batches, ref))
+    batches = {"forget": forget, "retain": retain_batch(forget)}
+    beta, weight = 0.9, 0.5
+    # log P(y|x) per forget row: student (two_sequences) and reference (reference_model)
+    student = [L(1 / 2) + L(1 / 4), L(4 / 5)]
+    ref_logp = [L(3 / 4) + L(1 / 2), L(1 / 2)]
+    ratio = [s - r for s, r in zip(student, ref_logp, strict=True)]
+    forget_loss = -(2 / beta) * (logsigmoid(-beta * ratio[0]) + logsigmoid(-beta * ratio[1])) / 2
+    objective = NegativePreferenceOptimization(beta=beta, retain_weight=weight)
+    forget_term, retain_term = objective.terms(model, batches, ref)
+    assert forget_term.loss.item() == pytest.approx(forget_loss)
+    assert forget_term.parts["logp_ratio"].item() == pytest.approx(sum(ratio) / 2)
+    assert retain_term.loss.item() == pytest.approx(weight * RETAIN_SEQ_NLL)
+    assert set(retain_term.parts) == {"retain_nll"}
+    assert retain_term.parts["retain_nll"].item() == pytest.approx(RETAIN_SEQ_NLL)
     whole = objective(model, batches, ref)
-    assert len(terms) == 2
-    assert whole.loss.item() == pytest.approx(sum(t.loss.item() for t in terms))
-    assert whole.parts.keys() == {k for t in terms for k in t.parts}
+    assert whole.loss.item() == pytest.approx(forget_loss + weight * RETAIN_SEQ_NLL)
+    token_mean = NegativePreferenceOptimization(beta=beta, retain_weight=weight,
+                                                reduction="token_mean")
+    *_, retain_term = token_mean.terms(model, batches, ref)
+    assert retain_term.loss.item() == pytest.approx(weight * RETAIN_TOKEN_NLL)
+
+
+def test_po_terms_by_hand():
+    logits, forget = two_sequences()
+    model, ref = FixedLogits(logits), reference_model()
+    refusal = dict(forget, labels=torch.tensor([[IGNORE, 1, 0], [IGNORE, IGNORE, 0]]))
+    batches = {"forget": forget, "forget_refusal": refusal, "retain": retain_batch(forget)}
+    beta, weight = 0.1, 2.0
+    # log P(refusal) - log P_ref(refusal) and the same for the original answer, per row
+    win = [L(1 / 2) + L(3 / 4) - (L(1 / 4) + L(1 / 2)), L(1 / 5) - L(1 / 2)]
+    lose = [L(1 / 2) + L(1 / 4) - (L(3 / 4) + L(1 / 2)), L(4 / 5) - L(1 / 2)]
+    dpo = -(logsigmoid(beta * (win[0] - lose[0])) + logsigmoid(beta * (win[1] - lose[1]))) / 2
+    objective = PreferenceOptimization(beta=beta, retain_weight=weight)
+    assert objective.splits == ("forget", "forget_refusal", "retain")
+    dpo_term, correction, retain_term = objective.terms(model, batches, ref)
+    assert dpo_term.loss.item() == pytest.approx(dpo)
+    assert correction.loss.item() == 0.0  # zero in value, it only carries a gradient
+    assert retain_term.loss.item() == pytest.approx(weight * RETAIN_SEQ_NLL)
+    assert set(retain_term.parts) == {"retain_nll"}
+    assert retain_term.parts["retain_nll"].item() == pytest.approx(RETAIN_SEQ_NLL)
+    whole = objective(model, batches, ref)
+    assert whole.loss.item() == pytest.approx(dpo + weight * RETAIN_SEQ_NLL)
+    assert whole.parts["retain_nll"].item() == pytest.approx(RETAIN_SEQ_NLL)
+
+
+def test_ga_diff_terms_by_hand():
+    logits, forget = two_sequences()
+    batches = {"forget": forget, "retain": retain_batch(forget)}
+    forget_term, retain_term = GradientDifference(retain_weight=2.0).terms(
+        FixedLogits(logits), batches)
+    assert forget_term.loss.item() == pytest.approx(-NLL_TOKEN_MEAN)
+    assert retain_term.loss.item() == pytest.approx(2.0 * RETAIN_TOKEN_NLL)
 
 
 @pytest.mark.parametrize("objective", [GradientDifference(), KLMinimization(beta=1.0)])

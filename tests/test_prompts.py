@@ -1,5 +1,7 @@
-"""Prompts are the official MLLMU-Bench strings (benchmarks.md §1.3), character for character."""
+"""Prompts character for character: LLaVA's are the official MLLMU-Bench ``eval.py`` strings,
+Qwen2-VL's the MMUnlearner texts (``MLLMU_eval.py``) in the hub chat template."""
 
+import pytest
 from PIL import Image
 
 from unlearn.data.prompts import answer_text, build_prompt
@@ -33,6 +35,52 @@ def test_llava_cloze_and_generation_prompts():
     gen_txt = build_prompt(sample("generation", "text_only", "Who?"), "llava", None)
     assert gen_txt == ("USER: Who?\nAnswer the question based on your trained knowledge in one "
                        "sentence in ENGLISH.\nASSISTANT:")
+
+
+QWEN_USER = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+QWEN_ASSISTANT = "<|im_end|>\n<|im_start|>assistant\n"
+MCQ = ("What is the profession of this person?\nA: baker\nB: pilot\nC: nurse\nD: welder\n"
+       "Just give ONE letter representing the answer directly.")
+CLOZE = ("This person is a [Blank].\nPlease **ONLY** provide the correct answer that should "
+         "replace the [Blank].")
+GEN = ("Who?\nAnswer the question based on your trained knowledge in one sentence accurately "
+       "in ENGLISH.")
+
+
+@pytest.fixture(scope="module")
+def qwen_processors():
+    from unlearn.models.tiny import build_tiny
+
+    return {arch: build_tiny(arch, "tiny")[1] for arch in ("qwen2_vl", "qwen2_5_vl")}
+
+
+@pytest.mark.parametrize(("task", "modality", "question", "expected"), [
+    # MCQ and cloze: a newline after the image (MMUnlearner's f"{few_shot_prompt}\n{...}")
+    ("classification", "image_text", None, QWEN_USER + QWEN_IMAGE + "\n" + MCQ + QWEN_ASSISTANT),
+    ("classification", "text_only", None, QWEN_USER + "\n" + MCQ + QWEN_ASSISTANT),
+    ("cloze", "image_text", "This person is a __.",
+     QWEN_USER + QWEN_IMAGE + "\n" + CLOZE + QWEN_ASSISTANT),
+    ("cloze", "text_only", "This person is a __.", QWEN_USER + CLOZE + QWEN_ASSISTANT),
+    # generation: the question right after the image, the "accurately" instruction for both
+    ("generation", "image_text", "Who?", QWEN_USER + QWEN_IMAGE + GEN + QWEN_ASSISTANT),
+    ("generation", "text_only", "Who?", QWEN_USER + GEN + QWEN_ASSISTANT),
+    ("qa", "image_text", "Who?", QWEN_USER + QWEN_IMAGE + "Who?" + QWEN_ASSISTANT),
+    ("qa", "text_only", "Who?", QWEN_USER + "Who?" + QWEN_ASSISTANT),
+])
+def test_qwen_prompts(qwen_processors, task, modality, question, expected):
+    s = sample(task, modality, question or "What is the profession of this person?",
+               options=OPTS if task == "classification" else None)
+    for family, processor in qwen_processors.items():
+        assert build_prompt(s, family, processor) == expected, family
+
+
+def test_qwen_instruction_and_suffix_wrap_the_question(qwen_processors):
+    s = sample("generation", "image_text", "Who?")
+    p = build_prompt(s, "qwen2_vl", qwen_processors["qwen2_vl"], instruction="Forget. ",
+                     suffix=" Really?")
+    assert p == (QWEN_USER + QWEN_IMAGE + "Forget. Who? Really?\nAnswer the question based on "
+                 "your trained knowledge in one sentence accurately in ENGLISH." + QWEN_ASSISTANT)
 
 
 def test_instruction_and_suffix_wrap_the_question():
@@ -84,8 +132,6 @@ def test_few_shot_picks_whole_profiles_and_skips_them():
 
 
 def test_few_shot_is_refused_for_qwen():
-    import pytest
-
     s = Sample("p", "Who?", "A", "classification", "text_only", options={"A": "x"},
                meta={"shots": [Sample("q", "Who?", "A", "classification", "text_only",
                                       options={"A": "x"})]})

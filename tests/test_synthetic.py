@@ -20,7 +20,7 @@ EVAL_CONFIGS = ("Full_Set", "forget_5", "forget_10", "forget_15", "retain_95", "
 EVAL_CONFIGS += ("retain_85", "Retain_Set")
 ALL_CONFIGS = (*EVAL_CONFIGS, "Test_Set", "ft_Data")
 
-# Written out by hand from shared/reference/benchmarks.md section 1.2 (not imported).
+# The MLLMU-Bench hub schema (MLLMMU/MLLMU-Bench configs), written out by hand (not imported).
 S = Value("string")
 MCQ = List({"Correct_Answer": S, "Options": {"A": S, "B": S, "C": S, "D": S}, "Question": S})
 ITEMS = List({"Ground_Truth": S, "Question": S, "Type": S})
