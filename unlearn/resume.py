@@ -74,7 +74,8 @@ class ResumeCheckpoints(L.Callback):
 
     def save(self, trainer: L.Trainer) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(self.path)  # written to a temporary file, then moved
+        # written to a temporary file, then moved; loaded back with weights_only=True
+        trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:

@@ -105,7 +105,7 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
         # region hangs in its first one (here: DDP's first parameter broadcast)
         torch.set_num_threads(1)
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
     finally:
         torch.set_num_threads(threads)
     model.eval()
