@@ -59,6 +59,7 @@ def test_defaults_follow_the_papers():
     assert (mmu.objective.beta, mmu.objective.eps, mmu.objective.schedule) == (1.0, 1e-15, "fused")
     assert make(["method=mmunlearner", "method.schedule=official"]).method.objective.schedule \
         == "official"
+    assert mmu.objective.preserve_text == "full_set"  # the official code's text-only P
 
 
 def test_baseline_defaults_follow_the_papers():
@@ -101,6 +102,7 @@ def test_unknown_group_option_lists_the_options():
     ("+method.objective.kl_reduction=batchmean", "method.objective.kl_reduction"),
     ("+method.reference.source=oracle", "method.reference.source"),
     ("method=mmunlearner method.schedule=alternate", "method.schedule"),
+    ("method=mmunlearner method.objective.preserve_text=ft", "method.objective.preserve_text"),
     ("model.vanilla.mcq_warmup.schedule=step", "model.vanilla.mcq_warmup.schedule"),
 ])
 def test_bad_values_name_key_and_allowed(override, key):

@@ -22,6 +22,7 @@ from unlearn.methods.saliency import check_aligned, fisher_diag, float32, ratio_
 from unlearn.models import build_tiny, module_groups, select_trainable
 from unlearn.pipeline import objective_setup, run
 
+from .test_mllmu_loader import write_real_copy
 from .test_pipeline import compose_cfg
 
 
@@ -229,6 +230,11 @@ def _cfg(tmp_path, scope="all"):
         "trainable_modules": {"scope": scope}})
 
 
+def small(**kwargs) -> MMUnlearner:
+    """P's text-only parts from the few training items of :func:`_sets` (not Full_Set's)."""
+    return MMUnlearner(preserve_text="train", **kwargs)
+
+
 def _sets(bench: MLLMUBench) -> dict[str, list[Sample]]:
     """A few of each part, to keep the Fisher pass short."""
     def few(samples, k=6):
@@ -251,7 +257,7 @@ def test_mask_cache_reuse_and_keys(llava, tiny_bench_dir, tmp_path, monkeypatch)
         setup = objective_setup(_cfg(tmp_path, "vision"), bench, processor, prov, tmp_path / run)
         return objective.prepare(model, _sets(bench), setup)["mask"]
 
-    first = prepare(MMUnlearner(), bench, "r1")
+    first = prepare(small(), bench, "r1")
     assert not first["cached"] and len(calls) == 2  # S_T and S_P
     assert first["sets"]["target"] == 6 and first["sets"]["retain_text_only"] == 6
     n_vision = sum(p.numel() for p in trainable(model).values())
@@ -259,27 +265,71 @@ def test_mask_cache_reuse_and_keys(llava, tiny_bench_dir, tmp_path, monkeypatch)
     assert (tmp_path / "r1" / "mask_density.png").stat().st_size > 0
     assert set(first["by_group"]) == {"vision", "projector"}
 
-    objective = MMUnlearner()
+    objective = small()
     second = prepare(objective, bench, "r2")
     assert second["cached"] and len(calls) == 2 and second["path"] == first["path"]
     assert second["by_type"] == first["by_type"]
     check_aligned(objective.masks, trainable(model))
 
-    beta = prepare(MMUnlearner(beta=2.0), bench, "r3")
+    beta = prepare(small(beta=2.0), bench, "r3")
     assert not beta["cached"] and len(calls) == 4 and beta["path"] != first["path"]
     assert beta["selected"] <= first["selected"]
-    ratio = prepare(MMUnlearner(), MLLMUBench(str(tiny_bench_dir), forget_ratio=5), "r4")
+    ratio = prepare(small(), MLLMUBench(str(tiny_bench_dir), forget_ratio=5), "r4")
     assert not ratio["cached"] and len(calls) == 6
     assert len({first["path"], beta["path"], ratio["path"]}) == 3
 
     index = json.loads((tmp_path / "cache" / "masks" / first["key"] / "index.json").read_text())
     assert index["numel"] == n_vision and index["meta"]["scope"] == "vision"
     assert not (tmp_path / "cache" / "masks" / first["key"] / "fisher.pt").exists()
-    with_fisher = prepare(MMUnlearner(save_fisher=True), bench, "r5")
+    with_fisher = prepare(small(save_fisher=True), bench, "r5")
     assert not with_fisher["cached"] and with_fisher["path"] == first["path"]
     saved = torch.load(tmp_path / "cache" / "masks" / first["key"] / "fisher.pt")
     assert set(saved) == {"target", "preserve"}
     select_trainable(model, "all")
+
+
+def test_preserve_set_has_the_forget_peoples_text_questions_on_the_real_schema(
+        llava, tmp_path, monkeypatch, caplog):
+    """The real ft_Data has no text-only item: P's text-only parts come from Full_Set's
+    pure-text questions (question -> correct option text, no image), as the official code."""
+    model, processor, _ = llava
+    select_trainable(model, "all")
+    bench = MLLMUBench(str(write_real_copy(tmp_path / "MLLMU-Bench")), forget_ratio=5,
+                       cache_dir=str(tmp_path / "hf"))
+    seen = []
+    real = mmunlearner.saliency_sets
+    monkeypatch.setattr(mmunlearner, "saliency_sets",
+                        lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    sets = {"forget": bench.forget_train(), "retain": bench.retain_train()}
+
+    def prepare(objective, run):
+        setup = objective_setup(_cfg(tmp_path), bench, processor, {"fingerprint": "v"},
+                                tmp_path / run)
+        return objective.prepare(model, sets, setup)["mask"]
+
+    official = prepare(MMUnlearner(), "full_set")
+    target, preserve = seen[-1]
+    assert [(s.profile_id, s.question, s.answer) for s in target] == [
+        ("11", "Who is this?", "This is Ann Bell."), ("11", "Born?", "1970")]
+    assert [(s.profile_id, s.question, s.answer, s.modality, s.image)
+            for s in preserve["forget_text_only"]] == [
+        ("11", "Is Ann Bell a baker?", "y", "text_only", None),
+        ("11", "Where does Ann Bell live?", "Ann Bell", "text_only", None)]
+    assert [s.profile_id for s in preserve["retain_text_only"]] == ["12", "12", "13", "13"]
+    assert [s.profile_id for s in preserve["retain_image_text"]] == ["12", "12", "13", "13"]
+    assert official["preserve_text"] == "full_set" and official["sets"] == {
+        "target": 2, "forget_text_only": 2, "retain_image_text": 4, "retain_text_only": 4}
+
+    caplog.set_level("WARNING", logger="unlearn.methods.mmunlearner")
+    ours = prepare(MMUnlearner(preserve_text="train"), "train")
+    assert ours["preserve_text"] == "train" and ours["sets"] == {
+        "target": 2, "forget_text_only": 0, "retain_image_text": 4, "retain_text_only": 0}
+    assert "forget_text_only is empty (method.objective.preserve_text=train)" in caplog.text
+    # another P: another cache entry and another mask
+    assert not ours["cached"] and ours["key"] != official["key"]
+    assert ours["selected"] != official["selected"]
+    with pytest.raises(ValueError, match="'text' is not one of"):
+        MMUnlearner(preserve_text="text")
 
 
 def test_density_by_module_type_and_layer(tmp_path):

@@ -16,6 +16,7 @@ from unlearn.errors import UserError
 from unlearn.eval.metrics import LETTER_PARSERS
 from unlearn.methods.distill import KL_POSITIONS
 from unlearn.methods.losses import REDUCTIONS
+from unlearn.methods.mmunlearner import PRESERVE_TEXT
 from unlearn.methods.mmunlearner import SCHEDULES as MMU_SCHEDULES
 from unlearn.methods.rmu import DIRECTIONS, TARGET_NORMS
 from unlearn.models.loading import DTYPES, SOURCES
@@ -54,6 +55,7 @@ OPTIONAL_CHOICES: dict[str, tuple] = {
     "method.reference.source": REFERENCE_SOURCES,
     "method.reference.finetune.trainable": tuple(s for s in SCOPES if s != "lora"),
     "method.schedule": MMU_SCHEDULES,
+    "method.objective.preserve_text": PRESERVE_TEXT,
     "model.vanilla.mcq_warmup.schedule": SCHEDULES,
 }
 

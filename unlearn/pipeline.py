@@ -115,6 +115,7 @@ def objective_setup(cfg: DictConfig, bench: MLLMUBench, processor: Any, provenan
         provenance={"model": provenance["fingerprint"], "data": bench.fingerprint(),
                     "forget": list(bench.forget_ids), "family": cfg.model.family,
                     "scope": cfg.trainable_modules.scope, "loss_scope": cfg.method.loss_scope},
+        bench=bench,
     )
 
 

@@ -28,7 +28,9 @@ class Setup:
     """What an objective may use before training besides the model and its sample sets.
 
     ``provenance`` holds what a cache built from the model must be keyed by (model and data
-    fingerprints, trainable scope, ...); ``collate`` encodes samples exactly as training does.
+    fingerprints, trainable scope, ...); ``collate`` encodes samples exactly as training does;
+    ``bench`` is the benchmark (:class:`~unlearn.data.mllmu.MLLMUBench`), for data beyond the
+    training splits (MMUnlearner's pure-text preserve questions).
     """
 
     collate: Callable[[Sequence[Sample]], dict[str, torch.Tensor]]
@@ -37,6 +39,7 @@ class Setup:
     cache_dir: Path
     run_dir: Path
     provenance: dict[str, Any] = field(default_factory=dict)
+    bench: Any = None
 
 
 class Objective:

@@ -1,8 +1,17 @@
-"""MMUnlearner (Huo et al., ACL'25 Findings; methods.md §1): GA_Diff whose forget gradient only
+"""MMUnlearner (Huo et al., ACL'25 Findings, section 3): GA_Diff whose forget gradient only
 reaches parameters more salient for the forget images than for what must be kept.
 
-Sets (paper eq. 5-6), from the training sets of the forget and retain profiles:
-T = forget image+text questions; P = forget text-only ∪ retain image+text ∪ retain text-only.
+Sets (paper eq. 5-6): T = forget image+text questions; P = forget text-only ∪ retain
+image+text ∪ retain text-only. T and P's image+text part are the forget and retain profiles'
+training items. P's text-only parts (``preserve_text``) are, by default (``full_set``), the
+benchmark's pure-text questions of the forget and retain profiles (``Full_Set``'s
+pure-text multiple-choice questions as question -> correct option text, no image), as the
+official MMUnlearner code builds its preserve set: the real ``ft_Data`` has no text-only
+items, so without them P would lose the paper's third desideratum (keep the forget people's
+textual knowledge). ``train`` takes the text-only items of the training sets instead (the
+synthetic twin has some; the real ``ft_Data`` none, and a warning says so). Note that with
+``full_set`` the mask sees the very pure-text questions the forget split's multiple-choice
+evaluation asks (as in the official code).
 Mask m = 1[(S_T + ε)/(S_P + ε) ≥ β] over the trainable parameters (:mod:`saliency`), cached
 on disk (:mod:`mask_cache`). The forget loss trains on T only: the forget profiles' textual
 facts are to be kept.
@@ -44,19 +53,26 @@ from unlearn.utils import fingerprint
 log = logging.getLogger(__name__)
 
 SCHEDULES: tuple[str, ...] = ("fused", "official")
+PRESERVE_TEXT: tuple[str, ...] = ("full_set", "train")
 PLOT_FILE = "mask_density.png"
 
 
-def saliency_sets(forget: Sequence[Sample], retain: Sequence[Sample]
+def saliency_sets(forget: Sequence[Sample], retain: Sequence[Sample],
+                  forget_text: Sequence[Sample] | None = None,
+                  retain_text: Sequence[Sample] | None = None
                   ) -> tuple[list[Sample], dict[str, list[Sample]]]:
-    """T and the three parts of P (paper eq. 5-6)."""
+    """T and the three parts of P (paper eq. 5-6). The text-only parts are ``forget_text`` and
+    ``retain_text`` when given (the benchmark's pure-text questions), else the text-only
+    items of ``forget`` and ``retain``."""
     def of(samples: Sequence[Sample], modality: str) -> list[Sample]:
         return [s for s in samples if s.modality == modality]
 
     target = of(forget, "image_text")
-    preserve = {"forget_text_only": of(forget, "text_only"),
+    preserve = {"forget_text_only": of(forget_text if forget_text is not None else forget,
+                                       "text_only"),
                 "retain_image_text": of(retain, "image_text"),
-                "retain_text_only": of(retain, "text_only")}
+                "retain_text_only": of(retain_text if retain_text is not None else retain,
+                                       "text_only")}
     return target, preserve
 
 
@@ -65,9 +81,10 @@ class MMUnlearner(Objective):
 
     def __init__(self, beta: float = 1.0, eps: float = 1e-15, retain_weight: float = 1.0,
                  schedule: str = "fused", save_fisher: bool = False,
-                 reduction: str = "token_mean"):
+                 reduction: str = "token_mean", preserve_text: str = "full_set"):
         if schedule not in SCHEDULES:
             raise ValueError(f"method.schedule={schedule!r} is not one of {list(SCHEDULES)}")
+        self.preserve_text = check_choice("preserve_text", preserve_text, PRESERVE_TEXT)
         if beta <= 0 or eps < 0:
             raise ValueError(f"need method.objective.beta > 0 and eps >= 0, got {beta}, {eps}")
         self.beta, self.eps, self.retain_weight = float(beta), float(eps), float(retain_weight)
@@ -87,17 +104,29 @@ class MMUnlearner(Objective):
     def prepare(self, model: torch.nn.Module, sets: Mapping[str, Sequence[Sample]],
                 setup: Setup) -> dict[str, Any]:
         """Load or compute the mask on the pre-unlearning model; plot its density."""
-        target, preserve = saliency_sets(sets["forget"], sets["retain"])
+        texts: dict[str, list[Sample]] = {}
+        if self.preserve_text == "full_set":
+            if setup.bench is None:
+                raise ValueError("method.objective.preserve_text='full_set' reads the "
+                                 "benchmark's pure-text questions: Setup.bench is needed")
+            texts = {"forget_text": setup.bench.forget_text_qa(),
+                     "retain_text": setup.bench.retain_text_qa()}
+        target, preserve = saliency_sets(sets["forget"], sets["retain"], **texts)
         if not target:
             raise ValueError("MMUnlearner needs forget image+text questions (T is empty)")
         for part, samples in preserve.items():
             if not samples:
-                log.warning("preserve set part %s is empty", part)
+                log.warning("preserve set part %s is empty (method.objective.preserve_text=%s)",
+                            part, self.preserve_text)
         params = trainable(model)
         key_parts = {
             **setup.provenance, "beta": self.beta, "eps": self.eps,
             "batch_size": setup.batch_size, "seed": setup.seed,
             "parameters": fingerprint({n: list(p.shape) for n, p in params.items()}),
+            # what T and P hold, item by item (Full_Set is not in the data fingerprint)
+            "preserve_text": self.preserve_text,
+            "sets": fingerprint({part: [(s.profile_id, s.question, s.answer) for s in samples]
+                                 for part, samples in {"target": target, **preserve}.items()}),
         }
 
         def loader(samples: Sequence[Sample], offset: int) -> DataLoader:
@@ -132,6 +161,7 @@ class MMUnlearner(Objective):
             "bytes": found.bytes_on_disk,
             "bytes_per_param": round(found.bytes_on_disk / max(1, stats["total"]), 4),
             "sets": {"target": len(target), **{k: len(v) for k, v in preserve.items()}},
+            "preserve_text": self.preserve_text,
             "plot": plot.name, "schedule": self.schedule, "forget_every": self.forget_every,
             **stats,
         }}
