@@ -56,7 +56,7 @@ def stage_data(processor: Any, family: str, objective: Objective,
                for name in objective.splits}
     return UnlearnDataModule({name: splits[name] for name in objective.splits}, collate,
                              batch_size=int(stage_cfg.batch_size), seed=seed,
-                             aligned=objective.aligned)
+                             aligned=objective.aligned, one_pass=objective.one_pass)
 
 
 def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objective,

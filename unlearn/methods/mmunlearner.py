@@ -20,9 +20,14 @@ Schedules:
 
 * ``fused`` (paper eq. 3): one step on g = m ⊙ ∇(-L_f) + w·∇L_r. The forget forward runs
   through mask-filtered parameter aliases, so one backward gives exactly g.
-* ``official`` (``MLLMU_manifold.py``): an epoch over the retain set; every
-  ``len(retain) // len(forget)`` batches an optimizer step on m ⊙ ∇(-L_f), and every batch a
-  step on ∇L_r, with one shared AdamW (whose momentum still moves masked parameters).
+* ``official`` (the official MMUnlearner training script): an epoch over the retain set,
+  one retain batch per step, and one sequential pass over the forget set in a shuffled order:
+  forget batch j at step j·k, k = (retain batches) // (forget batches), so each forget
+  sample is seen exactly once per epoch. A step with a forget batch makes an optimizer step
+  on m ⊙ ∇(-L_f) first; every step makes one on ∇L_r; one shared AdamW (whose momentum still
+  moves masked parameters). The official script builds its iterators once and fails at a
+  second epoch; here each epoch makes a new pass. With fewer retain than forget batches,
+  k = 1 and the pass stops with the epoch (the official script divides by zero).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from unlearn.data.resumable import one_pass_spacing
 from unlearn.data.schema import Sample
 from unlearn.methods import mask_cache
 from unlearn.methods.base import LossOutput, Objective, Setup, check_choice
@@ -92,8 +98,9 @@ class MMUnlearner(Objective):
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.multi_step = schedule == "official"
         self.splits = ("forget", "retain") if schedule == "fused" else ("retain", "forget")
+        # official: one pass over the forget set per epoch, spread over the retain batches
+        self.one_pass = ("forget",) if schedule == "official" else ()
         self.masks: dict[str, torch.Tensor] | None = None
-        self.forget_every = 1
 
     # ---- before training
     def select(self, split: str, samples: Sequence[Sample]) -> list[Sample]:
@@ -148,8 +155,13 @@ class MMUnlearner(Objective):
             save_fisher=self.save_fisher)
         check_aligned(found.masks, params)
         self.masks = found.masks
-        if self.schedule == "official":
-            self.forget_every = max(1, len(sets["retain"]) // len(target))
+        schedule: dict[str, Any] = {"schedule": self.schedule}
+        if self.schedule == "official":  # what the data module draws (one_pass)
+            retain = -(-len(self.select("retain", sets["retain"])) // setup.batch_size)
+            forget = -(-len(target) // setup.batch_size)
+            every = one_pass_spacing(retain, forget)
+            schedule |= {"forget_every": every, "forget_batches": forget,
+                         "retain_batches": retain, "forget_steps": min(forget, -(-retain // every))}
 
         stats = density(found.masks, module_groups(model))
         plot = plot_density(stats, setup.run_dir / PLOT_FILE,
@@ -162,8 +174,7 @@ class MMUnlearner(Objective):
             "bytes_per_param": round(found.bytes_on_disk / max(1, stats["total"]), 4),
             "sets": {"target": len(target), **{k: len(v) for k, v in preserve.items()}},
             "preserve_text": self.preserve_text,
-            "plot": plot.name, "schedule": self.schedule, "forget_every": self.forget_every,
-            **stats,
+            "plot": plot.name, **schedule, **stats,
         }}
 
     # ---- training
@@ -193,7 +204,9 @@ class MMUnlearner(Objective):
                                  "retain_nll": retain_nll.detach()})
 
     def step_losses(self, model, batch, reference, batch_idx) -> Iterator[LossOutput]:
-        if batch_idx % self.forget_every == 0:
+        """Official schedule: a masked forget step when the step has a forget batch (the
+        one-pass loader gives ``{}`` at the others), then a retain step."""
+        if batch.get("forget"):
             forget_nll = self.forget_loss(model, batch["forget"])
             yield LossOutput(-forget_nll, {"forget_nll": forget_nll.detach()})
         retain_nll = batch_mean(nll(model, batch["retain"], self.reduction))
