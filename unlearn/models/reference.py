@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from peft import PeftModel
 
+from unlearn.errors import UserError
+
 
 @contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
@@ -116,12 +118,10 @@ REFERENCE_SOURCES: tuple[str, ...] = ("initial", "retain_finetuned")
 REFERENCE_STARTS: tuple[str, ...] = ("base", "vanilla")
 
 
-def same_vocabulary(base: Any, processor: Any) -> None:
+def same_vocabulary(base_processor: Any, processor: Any) -> None:
     """Raise unless the base model's tokenizer maps every token as the student's does: the
     reference scores the student's token ids."""
-    if base.tokenizer.get_vocab() != processor.tokenizer.get_vocab():
-        from unlearn.errors import UserError
-
+    if base_processor.tokenizer.get_vocab() != processor.tokenizer.get_vocab():
         raise UserError("method.reference.finetune.start=base: the base model's tokenizer "
                         "differs from the pre-unlearning model's (added or other tokens), so "
                         "it cannot score the same token ids; use "
