@@ -429,6 +429,20 @@ def test_official_schedule_trains_on_each_forget_batch_once(tmp_path):
     assert len(seen) == 3 and all(torch.equal(a, b) for a, b in zip(seen, want, strict=True))
 
 
+def test_official_schedule_refuses_ddp_before_any_process_starts():
+    """Manual optimisation runs in one process: said before Lightning prepares the one-pass
+    loader for DDP (which it could not)."""
+    model, processor = load_model_and_processor(OmegaConf.create(
+        {"family": "llava", "source": "tiny", "tiny": {"size": "tiny", "image_size": 64}}))
+    objective = MMUnlearner(schedule="official")
+    sets = {"forget": _samples(2), "retain": _samples(2, split="retain")}
+    stage = OmegaConf.create({"epochs": 1, "batch_size": 2, "loss_scope": "answer",
+                              "optim": {"lr": 1e-3, "schedule": "constant"}})
+    with pytest.raises(NotImplementedError, match=r"method.schedule=official\) run in one "):
+        fit(model, processor, "llava", objective, sets, stage,
+            OmegaConf.load(f"{CONF}/trainer/ddp_cpu.yaml"), seed=0)
+
+
 def test_bad_schedule_names_allowed_values():
     with pytest.raises(ValueError, match=r"method.schedule='alt' is not one of \['fused', "):
         MMUnlearner(schedule="alt")

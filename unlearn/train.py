@@ -94,6 +94,7 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     trainer = L.Trainer(max_epochs=int(stage_cfg.epochs), logger=logger,
                         enable_checkpointing=False, enable_model_summary=False,
                         num_sanity_val_steps=0, callbacks=callbacks, **kwargs)
+    module.check_world_size(trainer.world_size)
     checkpointing = bool(stage_cfg.get("gradient_checkpointing", False))
     if checkpointing:  # recompute layer activations in backward: memory for compute
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
