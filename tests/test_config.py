@@ -59,6 +59,7 @@ def test_defaults_follow_the_papers():
     assert (mmu.objective.beta, mmu.objective.eps, mmu.objective.schedule) == (1.0, 1e-15, "fused")
     assert make(["method=mmunlearner", "method.schedule=official"]).method.objective.schedule \
         == "official"
+    assert mmu.objective.preserve_text == "full_set"  # the official code's text-only P
 
 
 def test_baseline_defaults_follow_the_papers():
@@ -70,6 +71,7 @@ def test_baseline_defaults_follow_the_papers():
         assert cfg.method.loss_scope == "answer" and cfg.method.name == method
     assert make(["method=npo"]).method.objective.beta == 0.9
     assert make(["method=npo"]).method.reference.source == "initial"
+    assert make(["method=npo"]).method.reference.finetune.start == "base"  # MLLMU's oracle
     assert make(["method=po"]).method.objective.beta == 0.1
     rmu = make(["method=rmu"]).method.objective
     assert (rmu.layer, rmu.steering, rmu.retain_weight) == (1, 2.0, 1.0)  # tiny: 4 layers
@@ -100,7 +102,9 @@ def test_unknown_group_option_lists_the_options():
     ("method.objective.reduction=sum", "method.objective.reduction"),
     ("+method.objective.kl_reduction=batchmean", "method.objective.kl_reduction"),
     ("+method.reference.source=oracle", "method.reference.source"),
+    ("method=npo method.reference.finetune.start=scratch", "method.reference.finetune.start"),
     ("method=mmunlearner method.schedule=alternate", "method.schedule"),
+    ("method=mmunlearner method.objective.preserve_text=ft", "method.objective.preserve_text"),
     ("model.vanilla.mcq_warmup.schedule=step", "model.vanilla.mcq_warmup.schedule"),
 ])
 def test_bad_values_name_key_and_allowed(override, key):

@@ -8,23 +8,36 @@ and the reference must come out bit-identical (frozen copy) or functionally iden
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from peft import PeftModel
 
+import unlearn.train as train_module
+from unlearn import vanilla
 from unlearn.data.collate import Collator
 from unlearn.data.mllmu import MLLMUBench
+from unlearn.errors import UserError
 from unlearn.methods.gradient import GradientAscent, GradientDifference
 from unlearn.methods.kl import KLMinimization
 from unlearn.methods.losses import nll
 from unlearn.methods.preference import NegativePreferenceOptimization, PreferenceOptimization
 from unlearn.methods.rmu import RMU, layer_module
+from unlearn.models.loading import load_model_and_processor, save_checkpoint
 from unlearn.models.lora import lora_targets, merge_adapters, prepare_trainable
 from unlearn.models.modules import decoder_layers, module_groups
-from unlearn.models.reference import AdapterDisabledView, FrozenCopy, build_reference
+from unlearn.models.reference import (
+    AdapterDisabledView,
+    FrozenCopy,
+    build_reference,
+    run_reference,
+)
 from unlearn.models.tiny import ARCHS, build_tiny
 from unlearn.module import UnlearnModule
+
+from .test_pipeline import compose_cfg
 
 LORA = {"scope": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0,
                                   "target_modules": ["q_proj", "v_proj", "down_proj"]}}
@@ -277,3 +290,102 @@ def test_retain_finetuned_reference_is_a_trained_frozen_copy(scope):
     assert all(torch.equal(v, student[k]) for k, v in state(model).items())
     assert not any(p.requires_grad for p in reference.parameters())
     assert reference.training is False
+
+
+class Started(Exception):
+    """Stops the vanilla stage at its first training call."""
+
+
+@pytest.fixture(scope="module")
+def npo_cfg(tmp_path_factory):
+    return compose_cfg(tmp_path_factory.mktemp("npo"),
+                       ["method=npo", "method.reference.source=retain_finetuned"])
+
+
+def vanilla_start(cfg, bench, monkeypatch) -> tuple[dict, object]:
+    """The weights and processor the vanilla stage starts training from."""
+    seen = []
+
+    def first_fit(model, processor, *args, **kwargs):
+        seen.append((state(model), processor))
+        raise Started
+    monkeypatch.setattr(vanilla, "fit", first_fit)
+    with pytest.raises(Started):
+        vanilla._train(cfg, bench.finetune(), Path(cfg.paths.cache_dir) / "states")
+    return seen[0]
+
+
+def run_with_fake_finetune(cfg, student, bench, processor, monkeypatch):
+    """run_reference with a fit that records the model it starts from (and its training set)
+    and stands for training by adding 1 to lm_head."""
+    calls = []
+
+    def fake_fit(ref, proc, family, objective, splits, *args, **kwargs):
+        calls.append((state(ref), splits["train"], proc))
+        with torch.no_grad():
+            ref.lm_head.weight.add_(1.0)
+    monkeypatch.setattr(train_module, "fit", fake_fit)
+    reference, info = run_reference(cfg, student, NegativePreferenceOptimization(), bench,
+                                    processor)
+    assert len(calls) == 1
+    return reference, info, calls[0]
+
+
+def test_retain_finetuned_reference_starts_from_the_model_before_the_vanilla_stage(
+        npo_cfg, bench, monkeypatch):
+    """MLLMU-Bench's oracle: the base model (tiny world: as built before the vanilla stage,
+    same tokenizer) fine-tuned on the retain split, not a copy of the vanilla model."""
+    base, processor = vanilla_start(npo_cfg, bench, monkeypatch)
+    student, _ = load_model_and_processor(npo_cfg.model)  # the vanilla model's architecture
+    student.load_state_dict(base)
+    with torch.no_grad():  # stands for the vanilla fine-tune: every weight moved
+        for p in student.parameters():
+            p.add_(0.01)
+    before = state(student)
+    rng = torch.get_rng_state()
+    reference, info, (start, items, proc) = run_with_fake_finetune(
+        npo_cfg, student, bench, processor, monkeypatch)
+    assert torch.equal(torch.get_rng_state(), rng)  # building the base left the generator
+    assert start.keys() == base.keys() and all(torch.equal(start[k], base[k]) for k in base)
+    assert not torch.equal(start["lm_head.weight"], before["lm_head.weight"])
+    assert proc is processor
+    assert [s.profile_id for s in items] == [s.profile_id for s in bench.retain_train()]
+    assert {s.profile_id for s in items} == set(bench.retain_ids)
+    assert isinstance(reference, FrozenCopy)
+    assert torch.equal(reference.viewed.lm_head.weight, base["lm_head.weight"] + 1.0)
+    assert not any(p.requires_grad for p in reference.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in state(student).items())
+    assert info == {"reference": {"source": "retain_finetuned", "start": "base",
+                                  "base": "tiny (model.tiny.seed=0)",
+                                  "retain_items": len(bench.retain_train())}}
+
+    # start=vanilla: a copy of the pre-unlearning model (it knows the forget people)
+    cfg = OmegaConf.merge(npo_cfg, {"method": {"reference": {"finetune": {"start": "vanilla"}}}})
+    reference, info, (start, _, _) = run_with_fake_finetune(cfg, student, bench, processor,
+                                                            monkeypatch)
+    assert all(torch.equal(start[k], before[k]) for k in before)
+    assert info["reference"]["start"] == "vanilla" and "base" not in info["reference"]
+
+    # the base must score the student's token ids
+    _, other = build_tiny("llava", "tiny")
+    with pytest.raises(UserError, match="tokenizer differs"):
+        run_with_fake_finetune(npo_cfg, student, bench, other, monkeypatch)
+    initial, info = run_reference(compose_cfg(Path(npo_cfg.paths.root), ["method=npo"]),
+                                  student, NegativePreferenceOptimization(), bench, processor)
+    assert isinstance(initial, FrozenCopy) and info == {"reference": {"source": "initial"}}
+
+
+def test_retain_finetuned_reference_of_a_pretrained_model_starts_from_pretrained_id(
+        npo_cfg, bench, tmp_path, monkeypatch):
+    """For a real model the base is model.pretrained_id (here a saved tiny checkpoint)."""
+    model, processor = build_tiny("llava", "tiny")
+    save_checkpoint(model, processor, tmp_path / "base")
+    cfg = OmegaConf.merge(npo_cfg, {"model": {"source": "pretrained",
+                                              "pretrained_id": str(tmp_path / "base")}})
+    student = copy.deepcopy(model)
+    with torch.no_grad():
+        student.lm_head.weight.mul_(2.0)
+    _, info, (start, _, _) = run_with_fake_finetune(cfg, student, bench, processor,
+                                                    monkeypatch)
+    assert all(torch.equal(v, start[k]) for k, v in state(model).items())
+    assert info["reference"]["base"] == str(tmp_path / "base")

@@ -16,7 +16,13 @@ from datasets import Dataset, Features, Image, List, Value
 from PIL import Image as PILImage
 
 from unlearn.data.images import to_pil
-from unlearn.data.mllmu import MLLMUBench, eval_samples, load_config, train_samples
+from unlearn.data.mllmu import (
+    MLLMUBench,
+    eval_samples,
+    load_config,
+    text_qa,
+    train_samples,
+)
 from unlearn.data.synthetic import ICU_TRAIN_INSTRUCTIONS, build_synthetic_mllmu
 
 N_PROFILES, N_CELEBS = 20, 4
@@ -251,15 +257,13 @@ def _write_config(
         part.to_parquet(str(folder / f"train-{k:05d}-of-{shards:05d}.parquet"))
 
 
-@pytest.fixture(scope="module")
-def real_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A hand-written local copy in the hub layout with the official quirks.
+def write_real_copy(root: Path) -> Path:
+    """A hand-written local copy in the hub layout with the official quirks, at ``root``.
 
     ``forget_5`` has no ``Directory`` column (early card revision); images are byte dicts
     (``path`` may be set or not); ``Test_Set`` is two shards; ``ft_Data`` items carry only
-    ``Question``/``Answer``, as in the real release.
+    ``Question``/``Answer`` (no text-only items), as in the real release.
     """
-    root = tmp_path_factory.mktemp("real") / "MLLMU-Bench"
     common = {"ID": S, "Directory": S, "biography": S, "question": S, "answer": S, **TASKS}
     eval_feats = Features({"image": Image(), **common})
     rows = []
@@ -309,6 +313,11 @@ def real_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def real_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_real_copy(tmp_path_factory.mktemp("real") / "MLLMU-Bench")
+
+
 def test_real_schema_copy(real_copy: Path, cache: str) -> None:
     bench = MLLMUBench(str(real_copy), forget_ratio=5, seed=0, cache_dir=cache)
     assert bench.forget_ids == ["11"] and bench.retain_ids == ["12", "13"]
@@ -343,6 +352,41 @@ def test_real_schema_copy(real_copy: Path, cache: str) -> None:
     assert len(ft) == 6 and ft[0].image.getpixel((0, 0)) == (255, 0, 0)
     assert [s.profile_id for s in bench.forget_train()] == ["11", "11"]
     assert [s.profile_id for s in bench.retain_train()] == ["12", "12", "13", "13"]
+
+
+def test_pure_text_qa_from_full_set_of_a_real_schema_copy(real_copy: Path, cache: str) -> None:
+    """MMUnlearner's text-only preserve data: Full_Set's pure-text MCQs as question -> the
+    correct option's text, no image; the real ft_Data has no text-only item."""
+    bench = MLLMUBench(str(real_copy), forget_ratio=5, seed=0, cache_dir=cache)
+    assert all(s.modality == "image_text" for s in bench.forget_train() + bench.retain_train())
+    forget = bench.forget_text_qa()
+    assert [(s.profile_id, s.question, s.answer, s.task, s.modality, s.split, s.image)
+            for s in forget] == [
+        ("11", "Is Ann Bell a baker?", "y", "qa", "text_only", "forget", None),  # " c" -> C
+        ("11", "Where does Ann Bell live?", "Ann Bell", "qa", "text_only", "forget", None),
+    ]
+    assert all(s.options is None and s.meta == {"name": "Ann Bell"} for s in forget)
+    retain = bench.retain_text_qa()
+    assert [(s.profile_id, s.question, s.answer) for s in retain] == [
+        ("12", "Is Bo Chen a baker?", "y"), ("12", "Where does Bo Chen live?", "Bo Chen"),
+        ("13", "Is Cy Dorn a baker?", "y"), ("13", "Where does Cy Dorn live?", "Cy Dorn"),
+    ]
+    assert {s.split for s in retain} == {"retain"}
+    row = _eval_row("7", "Ed Fox", (0, 0, 0))
+    row["Classification_Task"]["Pure_Text_Questions"][0]["Correct_Answer"] = "E"
+    with pytest.raises(ValueError, match=r"'Is Ed Fox a baker\?'.*'E' is not one of"):
+        text_qa([row], "forget")
+
+
+def test_pure_text_qa_of_the_twin_are_its_pure_text_mcqs(bench: MLLMUBench) -> None:
+    mcqs = [s for s in bench.forget() if s.task == "classification" and s.modality == "text_only"]
+    assert len(mcqs) == 3 * PER_PROFILE["classification", "text_only"]
+    assert [(s.profile_id, s.question, s.answer, s.image) for s in bench.forget_text_qa()] == [
+        (s.profile_id, s.question, s.options[s.answer], None) for s in mcqs
+    ]
+    retain = bench.retain_text_qa()
+    assert len(retain) == 17 * PER_PROFILE["classification", "text_only"]
+    assert {s.profile_id for s in retain} == set(bench.retain_ids)
 
 
 def test_decoded_pil_rows_give_same_samples(real_copy: Path, cache: str) -> None:

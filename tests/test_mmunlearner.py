@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -10,8 +11,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from torch.utils.data import RandomSampler
 
 from unlearn.data.collate import Collator
+from unlearn.data.datamodule import UnlearnDataModule
 from unlearn.data.mllmu import MLLMUBench
 from unlearn.data.schema import Sample
 from unlearn.methods import mask_cache, mmunlearner
@@ -19,9 +22,12 @@ from unlearn.methods.losses import logits_of, reduce_nll, token_logprobs
 from unlearn.methods.mask_report import density, module_type, plot_density
 from unlearn.methods.mmunlearner import MMUnlearner
 from unlearn.methods.saliency import check_aligned, fisher_diag, float32, ratio_mask, trainable
-from unlearn.models import build_tiny, module_groups, select_trainable
+from unlearn.models import build_tiny, load_model_and_processor, module_groups, select_trainable
 from unlearn.pipeline import objective_setup, run
+from unlearn.train import fit
 
+from .conftest import CONF
+from .test_mllmu_loader import write_real_copy
 from .test_pipeline import compose_cfg
 
 
@@ -229,6 +235,11 @@ def _cfg(tmp_path, scope="all"):
         "trainable_modules": {"scope": scope}})
 
 
+def small(**kwargs) -> MMUnlearner:
+    """P's text-only parts from the few training items of :func:`_sets` (not Full_Set's)."""
+    return MMUnlearner(preserve_text="train", **kwargs)
+
+
 def _sets(bench: MLLMUBench) -> dict[str, list[Sample]]:
     """A few of each part, to keep the Fisher pass short."""
     def few(samples, k=6):
@@ -251,7 +262,7 @@ def test_mask_cache_reuse_and_keys(llava, tiny_bench_dir, tmp_path, monkeypatch)
         setup = objective_setup(_cfg(tmp_path, "vision"), bench, processor, prov, tmp_path / run)
         return objective.prepare(model, _sets(bench), setup)["mask"]
 
-    first = prepare(MMUnlearner(), bench, "r1")
+    first = prepare(small(), bench, "r1")
     assert not first["cached"] and len(calls) == 2  # S_T and S_P
     assert first["sets"]["target"] == 6 and first["sets"]["retain_text_only"] == 6
     n_vision = sum(p.numel() for p in trainable(model).values())
@@ -259,27 +270,71 @@ def test_mask_cache_reuse_and_keys(llava, tiny_bench_dir, tmp_path, monkeypatch)
     assert (tmp_path / "r1" / "mask_density.png").stat().st_size > 0
     assert set(first["by_group"]) == {"vision", "projector"}
 
-    objective = MMUnlearner()
+    objective = small()
     second = prepare(objective, bench, "r2")
     assert second["cached"] and len(calls) == 2 and second["path"] == first["path"]
     assert second["by_type"] == first["by_type"]
     check_aligned(objective.masks, trainable(model))
 
-    beta = prepare(MMUnlearner(beta=2.0), bench, "r3")
+    beta = prepare(small(beta=2.0), bench, "r3")
     assert not beta["cached"] and len(calls) == 4 and beta["path"] != first["path"]
     assert beta["selected"] <= first["selected"]
-    ratio = prepare(MMUnlearner(), MLLMUBench(str(tiny_bench_dir), forget_ratio=5), "r4")
+    ratio = prepare(small(), MLLMUBench(str(tiny_bench_dir), forget_ratio=5), "r4")
     assert not ratio["cached"] and len(calls) == 6
     assert len({first["path"], beta["path"], ratio["path"]}) == 3
 
     index = json.loads((tmp_path / "cache" / "masks" / first["key"] / "index.json").read_text())
     assert index["numel"] == n_vision and index["meta"]["scope"] == "vision"
     assert not (tmp_path / "cache" / "masks" / first["key"] / "fisher.pt").exists()
-    with_fisher = prepare(MMUnlearner(save_fisher=True), bench, "r5")
+    with_fisher = prepare(small(save_fisher=True), bench, "r5")
     assert not with_fisher["cached"] and with_fisher["path"] == first["path"]
     saved = torch.load(tmp_path / "cache" / "masks" / first["key"] / "fisher.pt")
     assert set(saved) == {"target", "preserve"}
     select_trainable(model, "all")
+
+
+def test_preserve_set_has_the_forget_peoples_text_questions_on_the_real_schema(
+        llava, tmp_path, monkeypatch, caplog):
+    """The real ft_Data has no text-only item: P's text-only parts come from Full_Set's
+    pure-text questions (question -> correct option text, no image), as the official code."""
+    model, processor, _ = llava
+    select_trainable(model, "all")
+    bench = MLLMUBench(str(write_real_copy(tmp_path / "MLLMU-Bench")), forget_ratio=5,
+                       cache_dir=str(tmp_path / "hf"))
+    seen = []
+    real = mmunlearner.saliency_sets
+    monkeypatch.setattr(mmunlearner, "saliency_sets",
+                        lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    sets = {"forget": bench.forget_train(), "retain": bench.retain_train()}
+
+    def prepare(objective, run):
+        setup = objective_setup(_cfg(tmp_path), bench, processor, {"fingerprint": "v"},
+                                tmp_path / run)
+        return objective.prepare(model, sets, setup)["mask"]
+
+    official = prepare(MMUnlearner(), "full_set")
+    target, preserve = seen[-1]
+    assert [(s.profile_id, s.question, s.answer) for s in target] == [
+        ("11", "Who is this?", "This is Ann Bell."), ("11", "Born?", "1970")]
+    assert [(s.profile_id, s.question, s.answer, s.modality, s.image)
+            for s in preserve["forget_text_only"]] == [
+        ("11", "Is Ann Bell a baker?", "y", "text_only", None),
+        ("11", "Where does Ann Bell live?", "Ann Bell", "text_only", None)]
+    assert [s.profile_id for s in preserve["retain_text_only"]] == ["12", "12", "13", "13"]
+    assert [s.profile_id for s in preserve["retain_image_text"]] == ["12", "12", "13", "13"]
+    assert official["preserve_text"] == "full_set" and official["sets"] == {
+        "target": 2, "forget_text_only": 2, "retain_image_text": 4, "retain_text_only": 4}
+
+    caplog.set_level("WARNING", logger="unlearn.methods.mmunlearner")
+    ours = prepare(MMUnlearner(preserve_text="train"), "train")
+    assert ours["preserve_text"] == "train" and ours["sets"] == {
+        "target": 2, "forget_text_only": 0, "retain_image_text": 4, "retain_text_only": 0}
+    assert "forget_text_only is empty (method.objective.preserve_text=train)" in caplog.text
+    # another P: another cache entry and another mask
+    assert not ours["cached"] and ours["key"] != official["key"]
+    assert ours["selected"] != official["selected"]
+    with pytest.raises(ValueError, match="'text' is not one of"):
+        MMUnlearner(preserve_text="text")
 
 
 def test_density_by_module_type_and_layer(tmp_path):
@@ -313,6 +368,81 @@ def test_real_model_groups_cover_every_mask_entry(llava):
     assert "other" not in stats["by_group"]
 
 
+def test_official_schedule_draws_each_forget_sample_once_in_the_official_order():
+    """The official script: retain batches define the epoch; one pass over a shuffled forget
+    loader, forget batch j at step j·k, k = len(retain_loader) // len(forget_loader)."""
+    objective = MMUnlearner(schedule="official")
+    forget, retain = [f"f{i}" for i in range(10)], [f"r{i}" for i in range(37)]
+    data = UnlearnDataModule({"retain": retain, "forget": forget}, collate=list, batch_size=4,
+                             seed=7, one_pass=objective.one_pass)
+    # the official shuffled forget loader's batches: consecutive runs of its sampler's order
+    # (RandomSampler, here with the forget split's seeded generator)
+    order = [forget[i] for i in RandomSampler(forget, generator=torch.Generator().manual_seed(8))]
+    official = [order[j:j + 4] for j in range(0, 10, 4)]
+    epochs, loaders = [], data.loaders()  # one set of loaders for every epoch, as Lightning
+    for _ in range(2):
+        steps = list(zip(*loaders.values(), strict=True))
+        assert len(steps) == 10  # ceil(37 / 4) retain batches
+        assert [len(r) for r, _ in steps] == [4] * 9 + [1]
+        epochs.append({i: f for i, (_, f) in enumerate(steps) if f})
+    # k = 10 // 3 = 3: forget batches at steps 0, 3 and 6, then none
+    assert sorted(epochs[0]) == [0, 3, 6]
+    assert list(epochs[0].values()) == official
+    seen = [x for b in epochs[0].values() for x in b]
+    assert sorted(seen) == sorted(forget) and len(seen) == 10  # each exactly once
+    assert official == [["f3", "f5", "f0", "f1"], ["f2", "f6", "f4", "f7"], ["f8", "f9"]]
+    # the next epoch makes a new pass (the official script fails at a second epoch)
+    again = [x for b in epochs[1].values() for x in b]
+    assert sorted(epochs[1]) == [0, 3, 6] and sorted(again) == sorted(forget) and again != seen
+    with pytest.raises(ValueError, match="one-pass split 'retain'"):
+        UnlearnDataModule({"retain": retain, "forget": forget}, collate=list, batch_size=4,
+                          one_pass=("retain",))
+
+
+def test_official_schedule_trains_on_each_forget_batch_once(tmp_path):
+    """Through Lightning: the masked forget steps see exactly the official pass's batches."""
+    model, processor = load_model_and_processor(OmegaConf.create(
+        {"family": "llava", "source": "tiny", "tiny": {"size": "tiny", "image_size": 64}}))
+    select_trainable(model, "all")
+    images = [Sample(profile_id=f"p{i}", question=f"Who is person {i}?", answer=f"Name {i}",
+                     task="qa", modality="image_text", split="forget",
+                     image=Image.new("RGB", (64, 64), (20 * i, 90, 40))) for i in range(6)]
+    retain = [dataclasses.replace(s, profile_id=f"r{i}", split="retain", answer=f"Other {i}")
+              for i, s in enumerate(images + images[:5])]
+    seen = []
+
+    class Recording(MMUnlearner):
+        def forget_loss(self, model, batch):
+            seen.append(batch["input_ids"].clone())
+            return super().forget_loss(model, batch)
+
+    objective = Recording(schedule="official")
+    objective.masks = _random_masks(model)
+    stage = OmegaConf.create({"epochs": 1, "batch_size": 2, "loss_scope": "answer",
+                              "optim": {"lr": 1e-3, "schedule": "constant"}})
+    fit(model, processor, "llava", objective, {"forget": images, "retain": retain}, stage,
+        OmegaConf.load(f"{CONF}/trainer/cpu.yaml"), seed=3)
+    # 11 retain items: 6 steps; 6 forget items: 3 batches at steps 0, 2, 4 (k = 6 // 3)
+    order = torch.randperm(6, generator=torch.Generator().manual_seed(3 + 1)).tolist()
+    collate = Collator(processor, "llava", loss_scope="answer")
+    want = [collate([images[i] for i in order[j:j + 2]])["input_ids"] for j in (0, 2, 4)]
+    assert len(seen) == 3 and all(torch.equal(a, b) for a, b in zip(seen, want, strict=True))
+
+
+def test_official_schedule_refuses_ddp_before_any_process_starts():
+    """Manual optimisation runs in one process: said before Lightning prepares the one-pass
+    loader for DDP (which it could not)."""
+    model, processor = load_model_and_processor(OmegaConf.create(
+        {"family": "llava", "source": "tiny", "tiny": {"size": "tiny", "image_size": 64}}))
+    objective = MMUnlearner(schedule="official")
+    sets = {"forget": _samples(2), "retain": _samples(2, split="retain")}
+    stage = OmegaConf.create({"epochs": 1, "batch_size": 2, "loss_scope": "answer",
+                              "optim": {"lr": 1e-3, "schedule": "constant"}})
+    with pytest.raises(NotImplementedError, match=r"method.schedule=official\) run in one "):
+        fit(model, processor, "llava", objective, sets, stage,
+            OmegaConf.load(f"{CONF}/trainer/ddp_cpu.yaml"), seed=0)
+
+
 def test_bad_schedule_names_allowed_values():
     with pytest.raises(ValueError, match=r"method.schedule='alt' is not one of \['fused', "):
         MMUnlearner(schedule="alt")
@@ -327,6 +457,7 @@ def test_pipeline_official_then_fused_reuses_the_mask(tmp_path):
                      for d in ("official", "fused"))
     assert not first["cached"] and second["cached"] and first["path"] == second["path"]
     assert first["schedule"] == "official" and first["forget_every"] > 1
+    assert first["forget_steps"] == first["forget_batches"]  # each forget batch once
     # 1 bit per parameter plus the name/shape index, which weighs more on a tiny model
     assert second["bytes_per_param"] <= 0.25
     assert set(first["by_group"]) == {"vision", "projector"}

@@ -16,8 +16,9 @@ from torch.utils.data import ConcatDataset
 
 from unlearn.data.hints import FreshHints
 from unlearn.data.mllmu import MLLMUBench
-from unlearn.data.resumable import ResumableSampler
+from unlearn.data.resumable import OnePassBatchSampler, ResumableSampler
 from unlearn.methods.gradient import FineTune, GradientDifference
+from unlearn.methods.mmunlearner import MMUnlearner
 from unlearn.resume import Interrupted, ResumeCheckpoints, checkpoint_step
 from unlearn.train import fit
 
@@ -150,6 +151,54 @@ def test_the_sampler_draws_random_samplers_stream_and_replays_any_position():
         restored.load_state_dict(state)
         restored.set_epoch(0)
         assert list(restored) == expected[0][position:]
+
+
+def test_the_one_pass_sampler_spreads_one_permutation_and_replays_any_position():
+    gen = torch.Generator().manual_seed(5)
+    orders = [torch.randperm(7, generator=gen).tolist() for _ in range(2)]
+    sampler = OnePassBatchSampler(7, batch_size=3, steps=8, seed=5)  # 3 batches, every 2 steps
+    expected = [[o[:3], [], o[3:6], [], o[6:], [], [], []] for o in orders]
+    assert [list(sampler) for _ in range(2)] == expected
+    for epoch, position in ((0, 0), (0, 3), (0, 8), (1, 5)):
+        fresh = OnePassBatchSampler(7, batch_size=3, steps=8, seed=5)
+        for _ in range(epoch):
+            list(fresh)
+        it = iter(fresh)
+        for _ in range(position):
+            next(it)
+        restored = OnePassBatchSampler(7, batch_size=3, steps=8, seed=5)
+        restored.load_state_dict(fresh.state_dict())
+        restored.set_epoch(epoch)
+        assert list(restored) == expected[epoch][position:]
+
+
+def official_mmunlearner(bench):
+    """MMUnlearner's official schedule: 7 retain items in 4 steps of 2, one pass over 4 forget
+    items (batches at steps 0 and 2, two optimizer steps each), 2 epochs: global steps
+    2 3 5 6 | 8 9 11 12."""
+    model, _ = tiny_model()
+    objective = MMUnlearner(schedule="official")
+    gen = torch.Generator().manual_seed(0)
+    objective.masks = {n: torch.rand(p.shape, generator=gen) < 0.5
+                       for n, p in model.named_parameters()}
+
+    def splits():
+        forget = [s for s in bench.forget_train() if s.modality == "image_text"][:4]
+        return {"retain": bench.retain_train()[:7], "forget": forget}
+    return objective, splits, stage(epochs=2, batch_size=2)
+
+
+@pytest.mark.parametrize("killed", [5, 11])  # saved at step 3 (epoch 0), at 9 (epoch 1)
+def test_the_official_mmunlearner_schedule_resumes_to_the_uninterrupted_weights(
+        bench, tmp_path, killed):
+    objective, splits, cfg = official_mmunlearner(bench)
+    uninterrupted = train(objective, splits, cfg)
+    ckpt = tmp_path / "stage.ckpt"
+    with pytest.raises(RuntimeError, match="killed"):
+        train(objective, splits, cfg, ckpt, every=3, kill=killed)
+    assert checkpoint_step(ckpt) == killed - 2
+    resumed = train(objective, splits, cfg, ckpt, every=3)
+    assert all(torch.equal(a, b) for a, b in zip(uninterrupted, resumed, strict=True))
 
 
 def test_checkpoints_every_n_steps_and_at_the_end(bench, tmp_path, monkeypatch):

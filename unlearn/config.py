@@ -20,11 +20,12 @@ from unlearn.errors import UserError
 from unlearn.eval.metrics import LETTER_PARSERS
 from unlearn.methods.distill import KL_POSITIONS
 from unlearn.methods.losses import REDUCTIONS
+from unlearn.methods.mmunlearner import PRESERVE_TEXT
 from unlearn.methods.mmunlearner import SCHEDULES as MMU_SCHEDULES
 from unlearn.methods.rmu import DIRECTIONS, TARGET_NORMS
 from unlearn.models.loading import DTYPES, SOURCES
 from unlearn.models.modules import SCOPES
-from unlearn.models.reference import REFERENCE_SOURCES
+from unlearn.models.reference import REFERENCE_SOURCES, REFERENCE_STARTS
 from unlearn.module import SCHEDULES
 
 EVAL_SPLITS = ("forget", "test", "retain", "celebrity")
@@ -57,7 +58,9 @@ OPTIONAL_CHOICES: dict[str, tuple] = {
     "method.objective.direction": DIRECTIONS,
     "method.reference.source": REFERENCE_SOURCES,
     "method.reference.finetune.trainable": tuple(s for s in SCOPES if s != "lora"),
+    "method.reference.finetune.start": REFERENCE_STARTS,
     "method.schedule": MMU_SCHEDULES,
+    "method.objective.preserve_text": PRESERVE_TEXT,
     "model.vanilla.mcq_warmup.schedule": SCHEDULES,
 }
 

@@ -85,7 +85,12 @@ class UnlearnModule(L.LightningModule):
                 {f"reference.{k}": v for k, v in self.reference.state_dict().items()})
 
     def on_fit_start(self) -> None:
-        if not self.automatic_optimization and self.trainer.world_size > 1:
+        self.check_world_size(self.trainer.world_size)
+
+    def check_world_size(self, world_size: int) -> None:
+        """Manual optimisation runs in one process (called by ``fit`` before Lightning
+        prepares the loaders for DDP, and again at the start of fitting)."""
+        if not self.automatic_optimization and world_size > 1:
             raise NotImplementedError(
                 "several backward passes or optimizer steps per batch (method.backward_per_term"
                 "=true, method.schedule=official) run in one process only; turn them off "

@@ -114,6 +114,7 @@ def objective_setup(cfg: DictConfig, bench: MLLMUBench, processor: Any, provenan
         provenance={"model": provenance["fingerprint"], "data": bench.fingerprint(),
                     "forget": list(bench.forget_ids), "family": cfg.model.family,
                     "scope": cfg.trainable_modules.scope, "loss_scope": cfg.method.loss_scope},
+        bench=bench,
     )
 
 
@@ -183,7 +184,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         t = time.time()
         model, counts = prepare_trainable(model, cfg.trainable_modules)
         log.info("trainable parameters: %s", counts)
-        reference = run_reference(cfg, model, objective, bench, processor)
+        reference, reference_info = run_reference(cfg, model, objective, bench, processor)
+        manifest |= reference_info
         # only the sets the objective consumes (GA never decodes the retain images)
         train_sets = objective.train_sets(lambda name: getattr(bench, f"{name}_train")())
         manifest |= objective.prepare(model, train_sets, objective_setup(

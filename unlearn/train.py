@@ -56,7 +56,7 @@ def stage_data(processor: Any, family: str, objective: Objective,
                for name in objective.splits}
     return UnlearnDataModule({name: splits[name] for name in objective.splits}, collate,
                              batch_size=int(stage_cfg.batch_size), seed=seed,
-                             aligned=objective.aligned)
+                             aligned=objective.aligned, one_pass=objective.one_pass)
 
 
 def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objective,
@@ -95,6 +95,7 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
                         use_distributed_sampler=False,  # the data module's samplers shard
                         enable_checkpointing=False, enable_model_summary=False,
                         num_sanity_val_steps=0, callbacks=callbacks, **kwargs)
+    module.check_world_size(trainer.world_size)
     checkpointing = bool(stage_cfg.get("gradient_checkpointing", False))
     if checkpointing:  # recompute layer activations in backward: memory for compute
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import ConcatDataset, Dataset
 
@@ -117,6 +118,19 @@ def _version_drift(recorded: dict[str, str]) -> list[str]:
     now = library_versions()
     return [f"{lib} {recorded[lib]} -> {now[lib]}" for lib in NUMERIC_LIBRARIES
             if lib in recorded and minor(recorded[lib]) != minor(now[lib])]
+
+
+def base_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any]:
+    """The off-the-shelf model before the vanilla fine-tune, and its processor: a pretrained
+    model's ``model.pretrained_id``; a tiny model exactly as :func:`_train` builds it before
+    training (from ``model.tiny``, its tokenizer trained on ``ft_Data``'s texts, so it is the
+    vanilla model's tokenizer). Building a tiny model seeds torch's global generator; its
+    state is restored afterwards, so a run's later draws do not depend on this call."""
+    if cfg.model.get("source", "pretrained") != "tiny":
+        return load_model_and_processor(cfg.model)
+    with torch.random.fork_rng():
+        return load_model_and_processor(cfg.model,
+                                        extra_corpus=tokenizer_corpus(bench.finetune()))
 
 
 def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:

@@ -262,6 +262,45 @@ def train_samples(ds: Rows, split: str = "train") -> list[Sample]:
     return out
 
 
+def text_qa(ds: Rows, split: str) -> list[Sample]:
+    """Eval-schema rows' pure-text multiple-choice questions as plain text-only QA pairs:
+    the question alone (no options, no image) -> the text of its correct option.
+
+    This is how the official MMUnlearner mask script turns ``Full_Set`` into text-only data
+    (the real ``ft_Data`` has none): its language-mask preserve set is these pairs for every
+    profile. Images are never read.
+    """
+    if isinstance(ds, datasets.Dataset):
+        ds = ds.select_columns(
+            [c for c in ("ID", "biography", "Classification_Task") if c in ds.column_names]
+        )
+    out: list[Sample] = []
+    for row in _rows(ds):
+        pid = str(row["ID"])
+        name = _name(row)
+        meta = {"name": name} if name is not None else {}
+        for q in (row.get("Classification_Task") or {}).get("Pure_Text_Questions") or []:
+            options = {k: str(v) for k, v in (q["Options"] or {}).items() if v is not None}
+            letter = _letter(q["Correct_Answer"], options)
+            if letter not in options:
+                raise ValueError(
+                    f"pure-text question {q['Question']!r} of profile {pid!r}: Correct_Answer "
+                    f"{q['Correct_Answer']!r} is not one of its options {sorted(options)}"
+                )
+            out.append(
+                Sample(
+                    profile_id=pid,
+                    question=str(q["Question"]),
+                    answer=options[letter],
+                    task="qa",
+                    modality="text_only",
+                    split=split,
+                    meta=dict(meta),
+                )
+            )
+    return out
+
+
 def _ids(ds: datasets.Dataset, config: str) -> list[str]:
     """The ``ID`` column as strings (no image decoding)."""
     if "ID" not in ds.column_names:
@@ -288,7 +327,8 @@ class MLLMUBench:
     ``source`` is a hub id (``MLLMMU/MLLMU-Bench``) or a local folder in the hub layout
     (a real copy or the synthetic twin). Eval splits: ``forget`` (``forget_r``), ``test``
     (``Test_Set`` restricted to the forget IDs), ``retain`` (``retain_{100-r}``) and
-    ``celebrity`` (``Retain_Set``). Training sets come from ``ft_Data``.
+    ``celebrity`` (``Retain_Set``). Training sets come from ``ft_Data``; the pure-text QA
+    pairs of :meth:`forget_text_qa` / :meth:`retain_text_qa` from ``Full_Set``.
     """
 
     source: str = HUB_ID
@@ -358,6 +398,19 @@ class MLLMUBench:
     def retain_train(self) -> list[Sample]:
         return train_samples(
             _select_ids(self.dataset("ft_Data"), "ft_Data", self.retain_ids), "retain"
+        )
+
+    # ---- pure-text QA (MMUnlearner's text-only preserve data)
+    def forget_text_qa(self) -> list[Sample]:
+        """The forget profiles' pure-text questions from ``Full_Set`` (:func:`text_qa`)."""
+        return text_qa(
+            _select_ids(self.dataset("Full_Set"), "Full_Set", self.forget_ids), "forget"
+        )
+
+    def retain_text_qa(self) -> list[Sample]:
+        """The retain profiles' pure-text questions from ``Full_Set`` (:func:`text_qa`)."""
+        return text_qa(
+            _select_ids(self.dataset("Full_Set"), "Full_Set", self.retain_ids), "retain"
         )
 
     def fingerprint(self, configs: Sequence[str] | None = None) -> str:

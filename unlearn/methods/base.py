@@ -28,7 +28,9 @@ class Setup:
     """What an objective may use before training besides the model and its sample sets.
 
     ``provenance`` holds what a cache built from the model must be keyed by (model and data
-    fingerprints, trainable scope, ...); ``collate`` encodes samples exactly as training does.
+    fingerprints, trainable scope, ...); ``collate`` encodes samples exactly as training does;
+    ``bench`` is the benchmark (:class:`~unlearn.data.mllmu.MLLMUBench`), for data beyond the
+    training splits (MMUnlearner's pure-text preserve questions).
     """
 
     collate: Callable[[Sequence[Sample]], dict[str, torch.Tensor]]
@@ -37,6 +39,7 @@ class Setup:
     cache_dir: Path
     run_dir: Path
     provenance: dict[str, Any] = field(default_factory=dict)
+    bench: Any = None
 
 
 class Objective:
@@ -49,7 +52,9 @@ class Objective:
     split it was built from item by item (PO's refusal answers to the forget questions), so
     the data module draws both in the same order and batch i of each holds the same prompts.
     ``length_groups`` says the objective takes a batch as a list of length groups
-    (``Collator(length_groups=k)``), so a stage may ask for them.
+    (``Collator(length_groups=k)``), so a stage may ask for them. A split in ``one_pass`` is
+    drawn once per epoch, its batches spread evenly over the epoch's steps and ``{}`` at the
+    other steps (MMUnlearner's official schedule; :mod:`unlearn.data.datamodule`).
 
     Optional hooks, no-ops by default: :meth:`prepare` (work on the pre-unlearning model, e.g.
     saliency masks), :meth:`select` (which samples of a split train) and, for objectives that
@@ -61,6 +66,7 @@ class Objective:
     # split -> teacher View: those batches arrive as {"student", "teacher", "ids"} pairs
     views: Mapping[str, View] = {}
     aligned: Mapping[str, str] = {}
+    one_pass: tuple[str, ...] = ()
     multi_step: bool = False
     length_groups: bool = False
 

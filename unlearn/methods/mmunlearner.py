@@ -1,8 +1,17 @@
-"""MMUnlearner (Huo et al., ACL'25 Findings; methods.md §1): GA_Diff whose forget gradient only
+"""MMUnlearner (Huo et al., ACL'25 Findings, section 3): GA_Diff whose forget gradient only
 reaches parameters more salient for the forget images than for what must be kept.
 
-Sets (paper eq. 5-6), from the training sets of the forget and retain profiles:
-T = forget image+text questions; P = forget text-only ∪ retain image+text ∪ retain text-only.
+Sets (paper eq. 5-6): T = forget image+text questions; P = forget text-only ∪ retain
+image+text ∪ retain text-only. T and P's image+text part are the forget and retain profiles'
+training items. P's text-only parts (``preserve_text``) are, by default (``full_set``), the
+benchmark's pure-text questions of the forget and retain profiles (``Full_Set``'s
+pure-text multiple-choice questions as question -> correct option text, no image), as the
+official MMUnlearner code builds its preserve set: the real ``ft_Data`` has no text-only
+items, so without them P would lose the paper's third desideratum (keep the forget people's
+textual knowledge). ``train`` takes the text-only items of the training sets instead (the
+synthetic twin has some; the real ``ft_Data`` none, and a warning says so). Note that with
+``full_set`` the mask sees the very pure-text questions the forget split's multiple-choice
+evaluation asks (as in the official code).
 Mask m = 1[(S_T + ε)/(S_P + ε) ≥ β] over the trainable parameters (:mod:`saliency`), cached
 on disk (:mod:`mask_cache`). The forget loss trains on T only: the forget profiles' textual
 facts are to be kept.
@@ -11,9 +20,14 @@ Schedules:
 
 * ``fused`` (paper eq. 3): one step on g = m ⊙ ∇(-L_f) + w·∇L_r. The forget forward runs
   through mask-filtered parameter aliases, so one backward gives exactly g.
-* ``official`` (``MLLMU_manifold.py``): an epoch over the retain set; every
-  ``len(retain) // len(forget)`` batches an optimizer step on m ⊙ ∇(-L_f), and every batch a
-  step on ∇L_r, with one shared AdamW (whose momentum still moves masked parameters).
+* ``official`` (the official MMUnlearner training script): an epoch over the retain set,
+  one retain batch per step, and one sequential pass over the forget set in a shuffled order:
+  forget batch j at step j·k, k = (retain batches) // (forget batches), so each forget
+  sample is seen exactly once per epoch. A step with a forget batch makes an optimizer step
+  on m ⊙ ∇(-L_f) first; every step makes one on ∇L_r; one shared AdamW (whose momentum still
+  moves masked parameters). The official script builds its iterators once and fails at a
+  second epoch; here each epoch makes a new pass. With fewer retain than forget batches,
+  k = 1 and the pass stops with the epoch (the official script divides by zero).
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from unlearn.data.resumable import one_pass_spacing
 from unlearn.data.schema import Sample
 from unlearn.methods import mask_cache
 from unlearn.methods.base import LossOutput, Objective, Setup, check_choice
@@ -44,19 +59,26 @@ from unlearn.utils import fingerprint
 log = logging.getLogger(__name__)
 
 SCHEDULES: tuple[str, ...] = ("fused", "official")
+PRESERVE_TEXT: tuple[str, ...] = ("full_set", "train")
 PLOT_FILE = "mask_density.png"
 
 
-def saliency_sets(forget: Sequence[Sample], retain: Sequence[Sample]
+def saliency_sets(forget: Sequence[Sample], retain: Sequence[Sample],
+                  forget_text: Sequence[Sample] | None = None,
+                  retain_text: Sequence[Sample] | None = None
                   ) -> tuple[list[Sample], dict[str, list[Sample]]]:
-    """T and the three parts of P (paper eq. 5-6)."""
+    """T and the three parts of P (paper eq. 5-6). The text-only parts are ``forget_text`` and
+    ``retain_text`` when given (the benchmark's pure-text questions), else the text-only
+    items of ``forget`` and ``retain``."""
     def of(samples: Sequence[Sample], modality: str) -> list[Sample]:
         return [s for s in samples if s.modality == modality]
 
     target = of(forget, "image_text")
-    preserve = {"forget_text_only": of(forget, "text_only"),
+    preserve = {"forget_text_only": of(forget_text if forget_text is not None else forget,
+                                       "text_only"),
                 "retain_image_text": of(retain, "image_text"),
-                "retain_text_only": of(retain, "text_only")}
+                "retain_text_only": of(retain_text if retain_text is not None else retain,
+                                       "text_only")}
     return target, preserve
 
 
@@ -65,9 +87,10 @@ class MMUnlearner(Objective):
 
     def __init__(self, beta: float = 1.0, eps: float = 1e-15, retain_weight: float = 1.0,
                  schedule: str = "fused", save_fisher: bool = False,
-                 reduction: str = "token_mean"):
+                 reduction: str = "token_mean", preserve_text: str = "full_set"):
         if schedule not in SCHEDULES:
             raise ValueError(f"method.schedule={schedule!r} is not one of {list(SCHEDULES)}")
+        self.preserve_text = check_choice("preserve_text", preserve_text, PRESERVE_TEXT)
         if beta <= 0 or eps < 0:
             raise ValueError(f"need method.objective.beta > 0 and eps >= 0, got {beta}, {eps}")
         self.beta, self.eps, self.retain_weight = float(beta), float(eps), float(retain_weight)
@@ -75,8 +98,9 @@ class MMUnlearner(Objective):
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.multi_step = schedule == "official"
         self.splits = ("forget", "retain") if schedule == "fused" else ("retain", "forget")
+        # official: one pass over the forget set per epoch, spread over the retain batches
+        self.one_pass = ("forget",) if schedule == "official" else ()
         self.masks: dict[str, torch.Tensor] | None = None
-        self.forget_every = 1
 
     # ---- before training
     def select(self, split: str, samples: Sequence[Sample]) -> list[Sample]:
@@ -87,17 +111,29 @@ class MMUnlearner(Objective):
     def prepare(self, model: torch.nn.Module, sets: Mapping[str, Sequence[Sample]],
                 setup: Setup) -> dict[str, Any]:
         """Load or compute the mask on the pre-unlearning model; plot its density."""
-        target, preserve = saliency_sets(sets["forget"], sets["retain"])
+        texts: dict[str, list[Sample]] = {}
+        if self.preserve_text == "full_set":
+            if setup.bench is None:
+                raise ValueError("method.objective.preserve_text='full_set' reads the "
+                                 "benchmark's pure-text questions: Setup.bench is needed")
+            texts = {"forget_text": setup.bench.forget_text_qa(),
+                     "retain_text": setup.bench.retain_text_qa()}
+        target, preserve = saliency_sets(sets["forget"], sets["retain"], **texts)
         if not target:
             raise ValueError("MMUnlearner needs forget image+text questions (T is empty)")
         for part, samples in preserve.items():
             if not samples:
-                log.warning("preserve set part %s is empty", part)
+                log.warning("preserve set part %s is empty (method.objective.preserve_text=%s)",
+                            part, self.preserve_text)
         params = trainable(model)
         key_parts = {
             **setup.provenance, "beta": self.beta, "eps": self.eps,
             "batch_size": setup.batch_size, "seed": setup.seed,
             "parameters": fingerprint({n: list(p.shape) for n, p in params.items()}),
+            # what T and P hold, item by item (Full_Set is not in the data fingerprint)
+            "preserve_text": self.preserve_text,
+            "sets": fingerprint({part: [(s.profile_id, s.question, s.answer) for s in samples]
+                                 for part, samples in {"target": target, **preserve}.items()}),
         }
 
         def loader(samples: Sequence[Sample], offset: int) -> DataLoader:
@@ -119,8 +155,13 @@ class MMUnlearner(Objective):
             save_fisher=self.save_fisher)
         check_aligned(found.masks, params)
         self.masks = found.masks
-        if self.schedule == "official":
-            self.forget_every = max(1, len(sets["retain"]) // len(target))
+        schedule: dict[str, Any] = {"schedule": self.schedule}
+        if self.schedule == "official":  # what the data module draws (one_pass)
+            retain = -(-len(self.select("retain", sets["retain"])) // setup.batch_size)
+            forget = -(-len(target) // setup.batch_size)
+            every = one_pass_spacing(retain, forget)
+            schedule |= {"forget_every": every, "forget_batches": forget,
+                         "retain_batches": retain, "forget_steps": min(forget, -(-retain // every))}
 
         stats = density(found.masks, module_groups(model))
         plot = plot_density(stats, setup.run_dir / PLOT_FILE,
@@ -132,8 +173,8 @@ class MMUnlearner(Objective):
             "bytes": found.bytes_on_disk,
             "bytes_per_param": round(found.bytes_on_disk / max(1, stats["total"]), 4),
             "sets": {"target": len(target), **{k: len(v) for k, v in preserve.items()}},
-            "plot": plot.name, "schedule": self.schedule, "forget_every": self.forget_every,
-            **stats,
+            "preserve_text": self.preserve_text,
+            "plot": plot.name, **schedule, **stats,
         }}
 
     # ---- training
@@ -163,7 +204,9 @@ class MMUnlearner(Objective):
                                  "retain_nll": retain_nll.detach()})
 
     def step_losses(self, model, batch, reference, batch_idx) -> Iterator[LossOutput]:
-        if batch_idx % self.forget_every == 0:
+        """Official schedule: a masked forget step when the step has a forget batch (the
+        one-pass loader gives ``{}`` at the others), then a retain step."""
+        if batch.get("forget"):
             forget_nll = self.forget_loss(model, batch["forget"])
             yield LossOutput(-forget_nll, {"forget_nll": forget_nll.detach()})
         retain_nll = batch_mean(nll(model, batch["retain"], self.reduction))
