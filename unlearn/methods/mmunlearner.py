@@ -60,6 +60,61 @@ def saliency_sets(forget: Sequence[Sample], retain: Sequence[Sample]
     return target, preserve
 
 
+def saliency_mask(model: torch.nn.Module, sets: Mapping[str, Sequence[Sample]], setup: Setup,
+                  *, beta: float, eps: float, save_fisher: bool = False,
+                  title: str = "saliency mask") -> tuple[mask_cache.CachedMask, dict[str, Any]]:
+    """The ratio mask over the trainable parameters (T, P from ``sets["forget"]`` and
+    ``sets["retain"]``), loaded from or saved to the mask cache, its density plotted into the
+    run directory; returns the mask and its manifest entry.
+
+    The cache key holds only what determines the mask (model, data, scope, loss scope, β, ε,
+    batch size, seed, parameter shapes), so every objective that asks for the same mask on the
+    same scope (MMUnlearner, VKD's ``saliency``) shares one file.
+    """
+    target, preserve = saliency_sets(sets["forget"], sets["retain"])
+    if not target:
+        raise ValueError("the saliency mask needs forget image+text questions (T is empty)")
+    for part, samples in preserve.items():
+        if not samples:
+            log.warning("preserve set part %s is empty", part)
+    params = trainable(model)
+    key_parts = {
+        **setup.provenance, "beta": beta, "eps": eps,
+        "batch_size": setup.batch_size, "seed": setup.seed,
+        "parameters": fingerprint({n: list(p.shape) for n, p in params.items()}),
+    }
+
+    def loader(samples: Sequence[Sample], offset: int) -> DataLoader:
+        gen = torch.Generator().manual_seed(setup.seed + offset)
+        return DataLoader(list(samples), batch_size=setup.batch_size,
+                          sampler=RandomSampler(samples, generator=gen),
+                          collate_fn=setup.collate)
+
+    def saliencies() -> mask_cache.Saliencies:
+        s_t = fisher_diag(model, loader(target, 0), params)
+        parts = [loader(s, i + 1) for i, s in enumerate(preserve.values()) if s]
+        s_p = fisher_diag(model, (b for part in parts for b in part), params)
+        return s_t, s_p
+
+    start = time.time()
+    found = mask_cache.load_or_compute(
+        setup.cache_dir, key_parts, saliencies,
+        lambda s: ratio_mask(*s, beta=beta, eps=eps), save_fisher=save_fisher)
+    check_aligned(found.masks, params)
+    stats = density(found.masks, module_groups(model))
+    plot = plot_density(stats, setup.run_dir / PLOT_FILE,
+                        title=f"{title} (β={beta:g}, ε={eps:g}): "
+                              f"{stats['fraction']:.1%} of {stats['total']:,} selected")
+    return found, {
+        "path": str(found.path), "key": found.key, "cached": found.cached,
+        "seconds": round(time.time() - start, 2),
+        "bytes": found.bytes_on_disk,
+        "bytes_per_param": round(found.bytes_on_disk / max(1, stats["total"]), 4),
+        "sets": {"target": len(target), **{k: len(v) for k, v in preserve.items()}},
+        "plot": plot.name, **stats,
+    }
+
+
 class MMUnlearner(Objective):
     """Saliency-masked gradient difference; masks come from :meth:`prepare`."""
 
@@ -87,54 +142,12 @@ class MMUnlearner(Objective):
     def prepare(self, model: torch.nn.Module, sets: Mapping[str, Sequence[Sample]],
                 setup: Setup) -> dict[str, Any]:
         """Load or compute the mask on the pre-unlearning model; plot its density."""
-        target, preserve = saliency_sets(sets["forget"], sets["retain"])
-        if not target:
-            raise ValueError("MMUnlearner needs forget image+text questions (T is empty)")
-        for part, samples in preserve.items():
-            if not samples:
-                log.warning("preserve set part %s is empty", part)
-        params = trainable(model)
-        key_parts = {
-            **setup.provenance, "beta": self.beta, "eps": self.eps,
-            "batch_size": setup.batch_size, "seed": setup.seed,
-            "parameters": fingerprint({n: list(p.shape) for n, p in params.items()}),
-        }
-
-        def loader(samples: Sequence[Sample], offset: int) -> DataLoader:
-            gen = torch.Generator().manual_seed(setup.seed + offset)
-            return DataLoader(list(samples), batch_size=setup.batch_size,
-                              sampler=RandomSampler(samples, generator=gen),
-                              collate_fn=setup.collate)
-
-        def saliencies() -> mask_cache.Saliencies:
-            s_t = fisher_diag(model, loader(target, 0), params)
-            parts = [loader(s, i + 1) for i, s in enumerate(preserve.values()) if s]
-            s_p = fisher_diag(model, (b for part in parts for b in part), params)
-            return s_t, s_p
-
-        start = time.time()
-        found = mask_cache.load_or_compute(
-            setup.cache_dir, key_parts, saliencies,
-            lambda s: ratio_mask(*s, beta=self.beta, eps=self.eps),
-            save_fisher=self.save_fisher)
-        check_aligned(found.masks, params)
-        self.masks = found.masks
+        mask, entry = saliency_mask(model, sets, setup, beta=self.beta, eps=self.eps,
+                                    save_fisher=self.save_fisher, title="MMUnlearner mask")
+        self.masks = mask.masks
         if self.schedule == "official":
-            self.forget_every = max(1, len(sets["retain"]) // len(target))
-
-        stats = density(found.masks, module_groups(model))
-        plot = plot_density(stats, setup.run_dir / PLOT_FILE,
-                            title=f"MMUnlearner mask (β={self.beta:g}, ε={self.eps:g}): "
-                                  f"{stats['fraction']:.1%} of {stats['total']:,} selected")
-        return {"mask": {
-            "path": str(found.path), "key": found.key, "cached": found.cached,
-            "seconds": round(time.time() - start, 2),
-            "bytes": found.bytes_on_disk,
-            "bytes_per_param": round(found.bytes_on_disk / max(1, stats["total"]), 4),
-            "sets": {"target": len(target), **{k: len(v) for k, v in preserve.items()}},
-            "plot": plot.name, "schedule": self.schedule, "forget_every": self.forget_every,
-            **stats,
-        }}
+            self.forget_every = max(1, len(sets["retain"]) // entry["sets"]["target"])
+        return {"mask": {**entry, "schedule": self.schedule, "forget_every": self.forget_every}}
 
     # ---- training
     def _device_masks(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
