@@ -351,11 +351,12 @@ def test_training_moves_the_visual_side_only(tiny_bench_dir):
     assert forget_distance() < 0.5 * start
 
 
-def _masked_run(tiny_bench_dir, tmp_path, mask_terms: str, retain_weight: float):
+def _masked_run(tiny_bench_dir, tmp_path, mask_terms: str, retain_weight: float,
+                output_weight: float = 0.0):
     model, processor = tiny_model()
     select_trainable(model, "vision")
     objective = VKD(perturbation=NOISE, saliency=True, mask_terms=mask_terms,
-                    retain_weight=retain_weight)
+                    retain_weight=retain_weight, output_weight=output_weight)
     bench, full, train = _train_sets(objective, tiny_bench_dir)
     cfg = OmegaConf.create({"model": {"family": "llava"}, "seed": 0,
                             "method": {"loss_scope": "answer", "batch_size": 4},
@@ -368,10 +369,13 @@ def _masked_run(tiny_bench_dir, tmp_path, mask_terms: str, retain_weight: float)
     return model, processor, objective, before, entry, setup, full
 
 
-@pytest.mark.parametrize(("mask_terms", "retain_weight"), [("all", 1.0), ("forget", 0.0)])
-def test_masked_parameters_do_not_move(tiny_bench_dir, tmp_path, mask_terms, retain_weight):
-    model, _, objective, before, entry, _, _ = _masked_run(tiny_bench_dir, tmp_path, mask_terms,
-                                                        retain_weight)
+@pytest.mark.parametrize(("mask_terms", "retain_weight", "output_weight"),
+                         [("all", 1.0, 0.0), ("forget", 0.0, 0.0), ("forget", 0.0, 1.0)])
+def test_masked_parameters_do_not_move(tiny_bench_dir, tmp_path, mask_terms, retain_weight,
+                                       output_weight):
+    """Every masked term (feature terms and the output term) leaves m = 0 bit-identical."""
+    model, _, objective, before, entry, _, _ = _masked_run(
+        tiny_bench_dir, tmp_path, mask_terms, retain_weight, output_weight)
     assert entry["mask"]["terms"] == mask_terms and set(entry["mask"]["by_group"]) == \
         {"vision", "projector"}
     kept = changed = selected = 0
@@ -408,3 +412,26 @@ def test_forget_masking_leaves_the_retain_gradient_whole(tiny_bench_dir, tmp_pat
         torch.testing.assert_close(both[name], m * g_forget[name] + g_retain[name])
         reached += int((both[name][~m] != 0).sum())
     assert reached > 0
+
+
+def test_pipeline_leaves_every_text_only_score_as_it_was(tmp_path):
+    """``python -m unlearn method=vkd`` end to end (tiny world): the method's own scope (the
+    LLM never trains), the manifest entry, the logged terms, and text-only results identical."""
+    import json
+
+    from unlearn.pipeline import run
+
+    from .test_pipeline import compose_cfg
+
+    run(compose_cfg(tmp_path, ["method=vkd", "method.optim.lr=1e-3"]), tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["parameters"]["by_group"]["language"]["trainable"] == 0
+    assert manifest["parameters"]["by_group"]["projector"]["frozen"] == 0
+    assert manifest["vkd"]["layers"] == [0]  # tiny: 2 CLIP layers, the projector reads 1
+    assert manifest["vkd"]["features_with_gradient"] == ["layer 0", "projector"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for split, base in metrics["base"].items():
+        assert metrics["unlearned"][split]["text_only"] == base["text_only"], split
+    assert metrics["unlearned"]["forget"]["image_text"] != metrics["base"]["forget"]["image_text"]
+    header = (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/forget_feat" in header and "train/retain_feat" in header
