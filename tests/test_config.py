@@ -13,7 +13,7 @@ GROUPS = {
     "data": ["mllmu_bench", "synthetic_mllmu"],
     "model": ["llava7b", "qwen2vl7b", "tiny_llava", "tiny_qwen2vl"],
     "method": ["ga", "ga_diff", "icu", "icu_t", "kl_min", "mmunlearner", "noise_t", "none", "npo",
-               "po", "rmu", "vgid"],
+               "po", "rmu", "vgid", "vkd"],
     "trainable_modules": ["all", "language", "lm_connector", "lora", "projector", "vision"],
     "trainer": ["cpu", "ddp", "ddp_cpu", "gpu"],
     "logger": ["csv", "none", "wandb"],
@@ -199,6 +199,11 @@ OBJECTIVE_VALUES = {  # method -> (class, hyperparameters as the objective holds
                               "kl_positions": "answer"}),
     "icu_t": ("Distillation", {"alpha": 1.0, "beta": 1.0, "kl_positions": "answer"}),
     "noise_t": ("Distillation", {"alpha": 1.0, "beta": 1.0, "kl_positions": "answer"}),
+    "vkd": ("VKD", {"layers": [-1], "projector": True, "distance": "mse",
+                    "feature_weights": [1.0, 1.0], "forget_weight": 1.0, "retain_weight": 1.0,
+                    "output_term": "kl", "output_weight": 0.0, "reduction": "token_mean",
+                    "cache_teacher": True, "cache_forget": False, "saliency": False,
+                    "mask_terms": "forget", "mask_beta": 1.0, "mask_eps": 1e-15}),
 }
 
 
@@ -212,7 +217,11 @@ def test_every_method_yaml_instantiates_its_objective_with_its_values(method):
     cls, values = OBJECTIVE_VALUES[method]
     objective = build_objective(make([f"method={method}"]))
     assert type(objective).__name__ == cls
-    assert {k: getattr(objective, k) for k in values} == pytest.approx(values)
+    got = {k: getattr(objective, k) for k in values}
+    lists = {k for k, v in values.items() if isinstance(v, list)}  # approx takes no nesting
+    assert {k: got[k] for k in lists} == {k: values[k] for k in lists}
+    assert {k: got[k] for k in values if k not in lists} == pytest.approx(
+        {k: v for k, v in values.items() if k not in lists})
 
 
 def pairwise(factors: dict[str, list[str]]) -> list[dict[str, str]]:
@@ -242,9 +251,9 @@ FAMILIES = {"tiny_llava": "llava", "llava7b": "llava", "tiny_qwen2vl": "qwen2_vl
 
 
 def test_the_combinations_cover_every_pair():
-    assert 72 <= len(COMBINATIONS) < 100  # 12 methods x 6 scopes at least
+    assert 78 <= len(COMBINATIONS) < 100  # 13 methods x 6 scopes at least
     pairs = {(m["method"], m["trainable_modules"]) for m in COMBINATIONS}
-    assert len(pairs) == 72
+    assert len(pairs) == 78
 
 
 @pytest.mark.parametrize("row", COMBINATIONS, ids=lambda r: "-".join(r.values()))
@@ -264,7 +273,8 @@ def test_combinations_users_run_compose_validate_and_resolve(row):
     assert cfg.trainer.gradient_clip_val == (None if real else 1.0)
     same_view = {"vgid": row["perturbation"] == row["prompt_style"] == "none",
                  "icu_t": row["prompt_style"] == "none",
-                 "noise_t": row["perturbation"] == "none"}.get(row["method"], False)
+                 "noise_t": row["perturbation"] == "none",
+                 "vkd": row["perturbation"] == "none"}.get(row["method"], False)
     if same_view:  # a teacher identical to the student teaches nothing: refused at once
         with pytest.raises(ConfigError, match=rf"method='{row['method']}': the teacher view "
                                               "equals the student's input"):
@@ -283,6 +293,11 @@ def test_combinations_users_run_compose_validate_and_resolve(row):
                      "white": White}[row["perturbation"]]
         assert isinstance(view.image_transform,
                           type(None) if row["method"] == "icu_t" else transform)
+    if row["method"] == "vkd":  # the forget target: the teacher on the perturbed image only
+        (view,) = objective.views.values()
+        assert view.instruction == "" and type(view.image_transform).__name__ == {
+            "gaussian": "GaussianNoise", "random_noise": "RandomNoise",
+            "white": "White"}[row["perturbation"]]
 
 
 @pytest.mark.parametrize("model", ["llava7b", "qwen2vl7b"])

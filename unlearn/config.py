@@ -23,6 +23,7 @@ from unlearn.methods.losses import REDUCTIONS
 from unlearn.methods.mmunlearner import PRESERVE_TEXT
 from unlearn.methods.mmunlearner import SCHEDULES as MMU_SCHEDULES
 from unlearn.methods.rmu import DIRECTIONS, TARGET_NORMS
+from unlearn.methods.vkd import DISTANCES, MASK_TERMS, OUTPUT_TERMS
 from unlearn.models.loading import DTYPES, SOURCES
 from unlearn.models.modules import SCOPES
 from unlearn.models.reference import REFERENCE_SOURCES, REFERENCE_STARTS
@@ -56,6 +57,9 @@ OPTIONAL_CHOICES: dict[str, tuple] = {
     "method.objective.kl_reduction": REDUCTIONS,
     "method.objective.target_norm": TARGET_NORMS,
     "method.objective.direction": DIRECTIONS,
+    "method.objective.distance": DISTANCES,
+    "method.objective.output_term": OUTPUT_TERMS,
+    "method.objective.mask_terms": MASK_TERMS,
     "method.reference.source": REFERENCE_SOURCES,
     "method.reference.finetune.trainable": tuple(s for s in SCOPES if s != "lora"),
     "method.reference.finetune.start": REFERENCE_STARTS,

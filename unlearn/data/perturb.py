@@ -32,6 +32,8 @@ def _to_image(unit: np.ndarray) -> Image.Image:
 class GaussianNoise:
     """Additive N(0, sigma^2) noise per pixel and channel, then clipped to [0, 1]."""
 
+    deterministic = False  # fresh noise per call
+
     def __init__(self, sigma: float, seed: int = 0):
         if sigma <= 0:
             raise ValueError(f"perturbation.sigma must be > 0, got {sigma}")
@@ -50,6 +52,8 @@ class GaussianNoise:
 class RandomNoise:
     """The image replaced by uniform noise of the same size (independent of its content)."""
 
+    deterministic = False
+
     def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)
 
@@ -61,6 +65,8 @@ class RandomNoise:
 
 class White:
     """The image replaced by a plain white one of the same size (all ones in [0, 1])."""
+
+    deterministic = True  # the same image for the same input: its encodings can be cached
 
     def __call__(self, image: Image.Image) -> Image.Image:
         return Image.new("RGB", image.size, (255, 255, 255))

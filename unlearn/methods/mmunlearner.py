@@ -82,6 +82,77 @@ def saliency_sets(forget: Sequence[Sample], retain: Sequence[Sample],
     return target, preserve
 
 
+def saliency_mask(model: torch.nn.Module, sets: Mapping[str, Sequence[Sample]], setup: Setup,
+                  *, beta: float, eps: float, preserve_text: str = "full_set",
+                  save_fisher: bool = False, title: str = "saliency mask"
+                  ) -> tuple[mask_cache.CachedMask, dict[str, Any]]:
+    """The ratio mask over the trainable parameters (T, P from ``sets["forget"]`` and
+    ``sets["retain"]``), loaded from or saved to the mask cache, its density plotted into the
+    run directory; returns the mask and its manifest entry.
+
+    ``preserve_text``: where P's text-only parts come from — ``full_set``, the benchmark's
+    pure-text questions (as the official mask script), or ``train``, the training sets'
+    text-only items. The cache key holds only what determines the mask (model, data, scope,
+    loss scope, β, ε, batch size, seed, parameter shapes, the T and P items), so every
+    objective that asks for the same mask on the same scope (MMUnlearner, VKD's
+    ``saliency``) shares one file.
+    """
+    texts: dict[str, list[Sample]] = {}
+    if preserve_text == "full_set":
+        if setup.bench is None:
+            raise ValueError("method.objective.preserve_text='full_set' reads the "
+                             "benchmark's pure-text questions: Setup.bench is needed")
+        texts = {"forget_text": setup.bench.forget_text_qa(),
+                 "retain_text": setup.bench.retain_text_qa()}
+    target, preserve = saliency_sets(sets["forget"], sets["retain"], **texts)
+    if not target:
+        raise ValueError("the saliency mask needs forget image+text questions (T is empty)")
+    for part, samples in preserve.items():
+        if not samples:
+            log.warning("preserve set part %s is empty (method.objective.preserve_text=%s)",
+                        part, preserve_text)
+    params = trainable(model)
+    key_parts = {
+        **setup.provenance, "beta": beta, "eps": eps,
+        "batch_size": setup.batch_size, "seed": setup.seed,
+        "parameters": fingerprint({n: list(p.shape) for n, p in params.items()}),
+        # what T and P hold, item by item (Full_Set is not in the data fingerprint)
+        "preserve_text": preserve_text,
+        "sets": fingerprint({part: [(s.profile_id, s.question, s.answer) for s in samples]
+                             for part, samples in {"target": target, **preserve}.items()}),
+    }
+
+    def loader(samples: Sequence[Sample], offset: int) -> DataLoader:
+        gen = torch.Generator().manual_seed(setup.seed + offset)
+        return DataLoader(list(samples), batch_size=setup.batch_size,
+                          sampler=RandomSampler(samples, generator=gen),
+                          collate_fn=setup.collate)
+
+    def saliencies() -> mask_cache.Saliencies:
+        s_t = fisher_diag(model, loader(target, 0), params)
+        parts = [loader(s, i + 1) for i, s in enumerate(preserve.values()) if s]
+        s_p = fisher_diag(model, (b for part in parts for b in part), params)
+        return s_t, s_p
+
+    start = time.time()
+    found = mask_cache.load_or_compute(
+        setup.cache_dir, key_parts, saliencies,
+        lambda s: ratio_mask(*s, beta=beta, eps=eps), save_fisher=save_fisher)
+    check_aligned(found.masks, params)
+    stats = density(found.masks, module_groups(model))
+    plot = plot_density(stats, setup.run_dir / PLOT_FILE,
+                        title=f"{title} (β={beta:g}, ε={eps:g}): "
+                              f"{stats['fraction']:.1%} of {stats['total']:,} selected")
+    return found, {
+        "path": str(found.path), "key": found.key, "cached": found.cached,
+        "seconds": round(time.time() - start, 2),
+        "bytes": found.bytes_on_disk,
+        "bytes_per_param": round(found.bytes_on_disk / max(1, stats["total"]), 4),
+        "sets": {"target": len(target), **{k: len(v) for k, v in preserve.items()}},
+        "preserve_text": preserve_text, "plot": plot.name, **stats,
+    }
+
+
 class MMUnlearner(Objective):
     """Saliency-masked gradient difference; masks come from :meth:`prepare`."""
 
@@ -111,71 +182,18 @@ class MMUnlearner(Objective):
     def prepare(self, model: torch.nn.Module, sets: Mapping[str, Sequence[Sample]],
                 setup: Setup) -> dict[str, Any]:
         """Load or compute the mask on the pre-unlearning model; plot its density."""
-        texts: dict[str, list[Sample]] = {}
-        if self.preserve_text == "full_set":
-            if setup.bench is None:
-                raise ValueError("method.objective.preserve_text='full_set' reads the "
-                                 "benchmark's pure-text questions: Setup.bench is needed")
-            texts = {"forget_text": setup.bench.forget_text_qa(),
-                     "retain_text": setup.bench.retain_text_qa()}
-        target, preserve = saliency_sets(sets["forget"], sets["retain"], **texts)
-        if not target:
-            raise ValueError("MMUnlearner needs forget image+text questions (T is empty)")
-        for part, samples in preserve.items():
-            if not samples:
-                log.warning("preserve set part %s is empty (method.objective.preserve_text=%s)",
-                            part, self.preserve_text)
-        params = trainable(model)
-        key_parts = {
-            **setup.provenance, "beta": self.beta, "eps": self.eps,
-            "batch_size": setup.batch_size, "seed": setup.seed,
-            "parameters": fingerprint({n: list(p.shape) for n, p in params.items()}),
-            # what T and P hold, item by item (Full_Set is not in the data fingerprint)
-            "preserve_text": self.preserve_text,
-            "sets": fingerprint({part: [(s.profile_id, s.question, s.answer) for s in samples]
-                                 for part, samples in {"target": target, **preserve}.items()}),
-        }
-
-        def loader(samples: Sequence[Sample], offset: int) -> DataLoader:
-            gen = torch.Generator().manual_seed(setup.seed + offset)
-            return DataLoader(list(samples), batch_size=setup.batch_size,
-                              sampler=RandomSampler(samples, generator=gen),
-                              collate_fn=setup.collate)
-
-        def saliencies() -> mask_cache.Saliencies:
-            s_t = fisher_diag(model, loader(target, 0), params)
-            parts = [loader(s, i + 1) for i, s in enumerate(preserve.values()) if s]
-            s_p = fisher_diag(model, (b for part in parts for b in part), params)
-            return s_t, s_p
-
-        start = time.time()
-        found = mask_cache.load_or_compute(
-            setup.cache_dir, key_parts, saliencies,
-            lambda s: ratio_mask(*s, beta=self.beta, eps=self.eps),
-            save_fisher=self.save_fisher)
-        check_aligned(found.masks, params)
-        self.masks = found.masks
+        mask, entry = saliency_mask(model, sets, setup, beta=self.beta, eps=self.eps,
+                                    preserve_text=self.preserve_text,
+                                    save_fisher=self.save_fisher, title="MMUnlearner mask")
+        self.masks = mask.masks
         schedule: dict[str, Any] = {"schedule": self.schedule}
         if self.schedule == "official":  # what the data module draws (one_pass)
             retain = -(-len(self.select("retain", sets["retain"])) // setup.batch_size)
-            forget = -(-len(target) // setup.batch_size)
+            forget = -(-entry["sets"]["target"] // setup.batch_size)
             every = one_pass_spacing(retain, forget)
             schedule |= {"forget_every": every, "forget_batches": forget,
                          "retain_batches": retain, "forget_steps": min(forget, -(-retain // every))}
-
-        stats = density(found.masks, module_groups(model))
-        plot = plot_density(stats, setup.run_dir / PLOT_FILE,
-                            title=f"MMUnlearner mask (β={self.beta:g}, ε={self.eps:g}): "
-                                  f"{stats['fraction']:.1%} of {stats['total']:,} selected")
-        return {"mask": {
-            "path": str(found.path), "key": found.key, "cached": found.cached,
-            "seconds": round(time.time() - start, 2),
-            "bytes": found.bytes_on_disk,
-            "bytes_per_param": round(found.bytes_on_disk / max(1, stats["total"]), 4),
-            "sets": {"target": len(target), **{k: len(v) for k, v in preserve.items()}},
-            "preserve_text": self.preserve_text,
-            "plot": plot.name, **schedule, **stats,
-        }}
+        return {"mask": {**entry, **schedule}}
 
     # ---- training
     def _device_masks(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -44,6 +44,11 @@ def _unwrap(model: torch.nn.Module) -> tuple[PreTrainedModel, str]:
     raise TypeError(f"no transformers PreTrainedModel inside {type(model).__name__}")
 
 
+def inner_model(model: torch.nn.Module) -> PreTrainedModel:
+    """The transformers model inside any wrapper (peft)."""
+    return _unwrap(model)[0]
+
+
 def model_family(model: torch.nn.Module) -> str:
     """``llava`` / ``qwen2_vl`` / ``qwen2_5_vl`` from the config, through any wrapper."""
     family = _unwrap(model)[0].config.model_type
@@ -94,6 +99,37 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     return inner.model.language_model.layers
 
 
+def vision_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The vision tower's transformer layers (LLaVA CLIP encoder layers, Qwen vision blocks)."""
+    inner, _ = _unwrap(model)
+    if model_family(model) == "llava":
+        tower = inner.model.vision_tower
+        return getattr(tower, "vision_model", tower).encoder.layers
+    return inner.model.visual.blocks
+
+
+def vision_projector(model: torch.nn.Module) -> torch.nn.Module:
+    """The module that maps vision features to the language model's width (the projector
+    group): LLaVA ``multi_modal_projector``, Qwen ``visual.merger``."""
+    inner, _ = _unwrap(model)
+    if model_family(model) == "llava":
+        return inner.model.multi_modal_projector
+    return inner.model.visual.merger
+
+
+def vision_layers_in_use(model: torch.nn.Module) -> int:
+    """How many vision layers, from the first, reach the projector: LLaVA reads
+    ``hidden_states[vision_feature_layer]`` (-2 for LLaVA-1.5: every layer but the last),
+    Qwen the last block."""
+    inner, _ = _unwrap(model)
+    if model_family(model) != "llava":
+        return len(vision_layers(model))
+    layers = inner.config.vision_config.num_hidden_layers
+    selected = inner.config.vision_feature_layer
+    selected = [selected] if isinstance(selected, int) else list(selected)
+    return max(k if k >= 0 else layers + 1 + k for k in selected)
+
+
 def unused_parameters(model: torch.nn.Module) -> list[str]:
     """Names of parameters that never receive gradients by construction (G1).
 
@@ -105,9 +141,7 @@ def unused_parameters(model: torch.nn.Module) -> list[str]:
         return []
     inner, prefix = _unwrap(model)
     layers = inner.config.vision_config.num_hidden_layers
-    selected = inner.config.vision_feature_layer
-    selected = [selected] if isinstance(selected, int) else list(selected)
-    n_used = max(k if k >= 0 else layers + 1 + k for k in selected)
+    n_used = vision_layers_in_use(model)
     tower = f"{prefix}model.vision_tower."
     unused = [f"{tower}post_layernorm."] + [
         f"{tower}encoder.layers.{i}." for i in range(n_used, layers)
