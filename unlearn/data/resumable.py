@@ -39,7 +39,36 @@ def tell_epoch(data: Any, epoch: int) -> None:
             part.set_epoch(epoch)
 
 
-class ResumableSampler(Sampler[int]):
+class _RestartableDraws:
+    """What both samplers keep to restart: one generator across epochs, its state when the
+    epoch began, how far the epoch has got, and a loaded (epoch, position) to replay."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0
+        self.epoch_start = self.generator.get_state()  # generator state when the epoch began
+        self.position = 0  # how far the current epoch has got
+        self.restored: tuple[int, int] | None = None  # (epoch, position) of a loaded state
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _end_epoch(self) -> None:
+        """The epoch is exhausted: a state saved from now on starts the next one."""
+        self.epoch += 1
+        self.epoch_start, self.position = self.generator.get_state(), 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position,
+                "epoch_start": self.epoch_start.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.epoch_start = state["epoch_start"]
+        self.restored = (self.epoch, int(state["position"]))
+
+
+class ResumableSampler(_RestartableDraws, Sampler[int]):
     """``RandomSampler(data, num_samples, generator=Generator().manual_seed(seed))``, whose
     position can be saved and restored.
 
@@ -51,21 +80,14 @@ class ResumableSampler(Sampler[int]):
     """
 
     def __init__(self, data: Sized, num_samples: int | None = None, seed: int = 0):
+        super().__init__(seed)
         self.data = data
-        self.generator = torch.Generator().manual_seed(seed)
         self.draws = RandomSampler(data, num_samples=num_samples, generator=self.generator)
-        self.epoch = 0
-        self.epoch_start = self.generator.get_state()  # generator state when the epoch began
-        self.position = 0  # indices handed out in the current epoch
-        self.restored: tuple[int, int] | None = None  # (epoch, position) of a loaded state
         grouped = dist.is_available() and dist.is_initialized()
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if grouped else (0, 1)
 
     def __len__(self) -> int:
         return math.ceil(len(self.draws) / self.world)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         if self.restored is not None:
@@ -101,18 +123,7 @@ class ResumableSampler(Sampler[int]):
                 block = []
         if block:
             yield (block + first)[self.rank]
-        # exhausted: a state saved from now on starts the next epoch
-        self.epoch += 1
-        self.epoch_start, self.position = self.generator.get_state(), 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position,
-                "epoch_start": self.epoch_start.clone()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch = int(state["epoch"])
-        self.epoch_start = state["epoch_start"]
-        self.restored = (self.epoch, int(state["position"]))
+        self._end_epoch()
 
 
 def one_pass_spacing(steps: int, batches: int) -> int:
@@ -121,7 +132,7 @@ def one_pass_spacing(steps: int, batches: int) -> int:
     return max(1, steps // max(1, batches))
 
 
-class OnePassBatchSampler(Sampler[list[int]]):
+class OnePassBatchSampler(_RestartableDraws, Sampler[list[int]]):
     """One sequential pass over ``n`` items per epoch, in batches spread over ``steps`` steps.
 
     The order is ``torch.randperm(n)`` from a generator seeded with ``seed``: the order
@@ -142,17 +153,10 @@ class OnePassBatchSampler(Sampler[list[int]]):
         self.n, self.batch_size, self.steps = n, batch_size, steps
         self.batches = -(-n // batch_size)
         self.every = one_pass_spacing(steps, self.batches)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = 0
-        self.epoch_start = self.generator.get_state()
-        self.position = 0  # steps handed out in the current epoch
-        self.restored: tuple[int, int] | None = None
+        super().__init__(seed)  # position: steps handed out in the current epoch
 
     def __len__(self) -> int:
         return self.steps
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def _order(self) -> list[int]:
         return torch.randperm(self.n, generator=self.generator).tolist()
@@ -179,17 +183,7 @@ class OnePassBatchSampler(Sampler[list[int]]):
                 yield order[j * self.batch_size:(j + 1) * self.batch_size]
             else:
                 yield []
-        self.epoch += 1
-        self.epoch_start, self.position = self.generator.get_state(), 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position,
-                "epoch_start": self.epoch_start.clone()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch = int(state["epoch"])
-        self.epoch_start = state["epoch_start"]
-        self.restored = (self.epoch, int(state["position"]))
+        self._end_epoch()
 
 
 class SkipEmpty:
@@ -208,9 +202,9 @@ class ResumableLoader(DataLoader):
     :class:`OnePassBatchSampler`'s (Lightning saves it in checkpoints). Loads in the main
     process: a worker would draw ahead of the steps taken."""
 
-    def _resumable(self) -> ResumableSampler | OnePassBatchSampler | None:
+    def _resumable(self) -> _RestartableDraws | None:
         for sampler in (self.batch_sampler, self.sampler):
-            if isinstance(sampler, ResumableSampler | OnePassBatchSampler):
+            if isinstance(sampler, _RestartableDraws):
                 return sampler
         return None
 
