@@ -66,6 +66,10 @@ OPTIONAL_CHOICES: dict[str, tuple] = {
     "method.schedule": MMU_SCHEDULES,
     "method.objective.preserve_text": PRESERVE_TEXT,
     "model.vanilla.mcq_warmup.schedule": SCHEDULES,
+    "eval.relearn.trainable": tuple(s for s in SCOPES if s != "none"),
+    "eval.relearn.loss_scope": LOSS_SCOPES,
+    "eval.relearn.reduction": REDUCTIONS,
+    "eval.relearn.optim.schedule": SCHEDULES,
 }
 
 
@@ -77,19 +81,23 @@ POSITIVE_INTS: tuple[str, ...] = (
     "eval.max_new_tokens.cloze", "eval.max_new_tokens.generation", "model.vanilla.epochs",
     "model.vanilla.batch_size", "model.vanilla.mcq_warmup.batch_size",
     "method.reference.finetune.epochs", "method.reference.finetune.batch_size",
+    "eval.relearn.steps", "eval.relearn.batch_size",
 )
 NON_NEGATIVE_INTS: tuple[str, ...] = (
     "seed", "model.vanilla.seed", "resume.every_n_steps", "method.optim.warmup_steps",
     "model.vanilla.optim.warmup_steps", "model.vanilla.mcq_warmup.steps",
+    "eval.relearn.optim.warmup_steps",
 )
 POSITIVE_FLOATS: tuple[str, ...] = (
     "method.optim.lr", "model.vanilla.optim.lr", "model.vanilla.mcq_warmup.lr",
-    "method.reference.finetune.optim.lr",
+    "method.reference.finetune.optim.lr", "eval.relearn.optim.lr",
 )
 NON_NEGATIVE_FLOATS: tuple[str, ...] = (
     "method.optim.weight_decay", "model.vanilla.optim.weight_decay", "trainer.gradient_clip_val",
+    "eval.relearn.optim.weight_decay",
 )
-BETAS: tuple[str, ...] = ("method.optim.betas", "model.vanilla.optim.betas")
+BETAS: tuple[str, ...] = ("method.optim.betas", "model.vanilla.optim.betas",
+                          "eval.relearn.optim.betas")
 LORA_POSITIVE: tuple[str, ...] = ("trainable_modules.lora.r", "trainable_modules.lora.alpha")
 
 
@@ -170,6 +178,20 @@ def validate(cfg: DictConfig) -> None:
     bad = [s for s in cfg.eval.splits if s not in EVAL_SPLITS]
     if bad:
         raise ConfigError(f"eval.splits has {bad}; allowed: {list(EVAL_SPLITS)}")
+    _check_relearn(cfg)
+
+
+def _check_relearn(cfg: DictConfig) -> None:
+    """``eval.relearn``: the values outside the number tables (absent node: nothing to check)."""
+    fraction = OmegaConf.select(cfg, "eval.relearn.fraction", default=None)
+    if fraction is not None and not (_is_number(fraction) and 0 < fraction < 1):
+        raise ConfigError(f"eval.relearn.fraction={fraction!r} must be a number in (0, 1)")
+    control = OmegaConf.select(cfg, "eval.relearn.control", default=False)
+    if not isinstance(control, bool):
+        raise ConfigError(f"eval.relearn.control={control!r} must be true or false")
+    if cfg.eval.attack == "relearn" and "forget" not in cfg.eval.splits:
+        raise ConfigError(f"eval.splits={list(cfg.eval.splits)!r} must hold 'forget' with "
+                          "eval.attack=relearn (it scores the held-out forget people)")
 
 
 def build_objective(cfg: DictConfig) -> Any:

@@ -18,15 +18,18 @@ from unlearn.config import build_objective, validate
 from unlearn.data.collate import CLEAN, Collator, View
 from unlearn.data.mllmu import MLLMUBench
 from unlearn.data.synthetic import build_synthetic_mllmu
-from unlearn.data.views import attack_view, intervention_view
+from unlearn.data.views import VIEW_ATTACKS, attack_view, intervention_view
 from unlearn.errors import UserError
 from unlearn.eval.evaluator import evaluate, few_shot_splits
 from unlearn.loggers import build_logger
 from unlearn.methods.base import Setup
+from unlearn.models.loading import load_model_and_processor
 from unlearn.models.lora import merge_adapters, prepare_trainable
 from unlearn.models.reference import run_reference
+from unlearn.relearn import relearn_attack
 from unlearn.results import (
     claim_run_dir,
+    print_relearn,
     print_results,
     write_config,
     write_json,
@@ -35,7 +38,7 @@ from unlearn.results import (
 from unlearn.resume import stage_checkpoint
 from unlearn.train import fit
 from unlearn.utils import atomic_dir, build_lock, fingerprint, library_versions, plain
-from unlearn.vanilla import vanilla_model
+from unlearn.vanilla import tokenizer_corpus, vanilla_model
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +74,9 @@ def inference_view(cfg: DictConfig) -> View:
 
 def eval_key(cfg: DictConfig, bench: MLLMUBench, provenance: dict) -> str:
     """Cache key of the base model's clean results: model, data, forget set, eval options
-    (the clean results do not depend on the view options: one entry serves them all)."""
-    view_keys = ("intervention", "attack")
+    (the clean results do not depend on the view and attack options: one entry serves them
+    all)."""
+    view_keys = ("intervention", "attack", "relearn")
     return fingerprint({"model": provenance["fingerprint"], "data": bench.fingerprint(),
                         "forget": bench.forget_ids,
                         "eval": {k: v for k, v in plain(cfg.eval).items() if k not in view_keys},
@@ -101,6 +105,13 @@ def _cached_or_evaluated(cfg: DictConfig, model: Any, processor: Any, splits: di
         write_json(tmp / "metrics.json", metrics)
         write_jsonl(tmp / "generations.jsonl", records)
     return metrics, records, False
+
+
+def never_trained(cfg: DictConfig, bench: MLLMUBench) -> tuple[Any, Any]:
+    """The model before the vanilla stage (relearning attack control): a tiny model freshly
+    built as the stage builds it, or ``model.pretrained_id`` (the off-the-shelf model)."""
+    corpus = tokenizer_corpus(bench.finetune()) if cfg.model.source == "tiny" else None
+    return load_model_and_processor(cfg.model, extra_corpus=corpus)
 
 
 def objective_setup(cfg: DictConfig, bench: MLLMUBench, processor: Any, provenance: dict,
@@ -163,7 +174,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     results: dict[str, Any] = {"base": base_metrics}
     records = [dict(r, model="base") for r in base_records]
     attack = cfg.eval.attack
-    if attack != "none":  # before training changes the model in place
+    if attack in VIEW_ATTACKS:  # before training changes the model in place
         attacked, attacked_records, _ = base_eval(cfg, model, processor, splits,
                                                   f"{key}-{attack}",
                                                   attack_view(CLEAN, attack))
@@ -214,11 +225,19 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         t = time.time()
         results["unlearned"], new_records = run_eval(cfg, model, processor, splits, view)
         records += [dict(r, model="unlearned") for r in new_records]
-        if attack != "none":  # a fresh view: the same perturbation draws as without attack
+        if attack in VIEW_ATTACKS:  # a fresh view: the same perturbation draws as without it
             results[attack]["unlearned"], new_records = run_eval(
                 cfg, model, processor, splits, attack_view(inference_view(cfg), attack))
             records += [dict(r, model="unlearned", attack=attack) for r in new_records]
         timings["unlearned_eval"] = time.time() - t
+    if attack == "relearn":
+        t = time.time()
+        results["relearn"], new_records, manifest["relearn"] = relearn_attack(
+            cfg, model, processor, bench, splits,
+            lambda m, proc, s: run_eval(cfg, m, proc, s, inference_view(cfg)),
+            (lambda: never_trained(cfg, bench)) if cfg.eval.relearn.control else None)
+        records += new_records
+        timings["relearn"] = time.time() - t
 
     manifest["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     write_json(run_dir / "metrics.json", results)
@@ -226,6 +245,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     write_json(run_dir / "manifest.json", manifest)
     shutil.rmtree(state_dir(cfg), ignore_errors=True)  # the results stand: no resume needed
     print_results(results, title=f"{cfg.run_name}  →  {run_dir}")
-    if attack != "none":
+    if attack in VIEW_ATTACKS:
         print_results(results[attack], title=f"{cfg.run_name}  with {attack}")
+    if attack == "relearn":
+        print_relearn(results["relearn"], title=f"{cfg.run_name}  relearning attack")
     return results

@@ -44,10 +44,12 @@ def write_config(run_dir: Path, cfg: DictConfig) -> None:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def results_table(results: Mapping[str, Metrics], title: str = "") -> Table:
-    """One row per split x modality; for each metric the base -> unlearned values."""
-    stages = [s for s in ("base", "unlearned") if s in results]
-    caption = "base → unlearned" if len(stages) > 1 else stages[0]
+def results_table(results: Mapping[str, Metrics], title: str = "",
+                  stages: tuple[str, ...] = ("base", "unlearned"), caption: str = "") -> Table:
+    """One row per split x modality; for each metric the values of ``stages`` (base ->
+    unlearned)."""
+    stages = tuple(s for s in stages if s in results)
+    caption = caption or " → ".join(stages)
     table = Table(title=title or None, caption=caption)
     table.add_column("split", no_wrap=True)
     table.add_column("modality", no_wrap=True)
@@ -70,3 +72,19 @@ def print_results(results: Mapping[str, Metrics], title: str = "") -> None:
     console.width = max(console.width, 110)  # never wrap the table, even when piped
     console.print(results_table(results, title))
 
+
+
+def print_relearn(relearn: Mapping, title: str = "") -> None:
+    """The relearning attack: before -> after on the held-out forget questions, the average
+    accuracy gain AG, and the same for the never-trained control when it ran."""
+    console = Console()
+    console.width = max(console.width, 110)
+    for label, entry in (("unlearned model", relearn), ("never-trained control",
+                                                         relearn.get("control"))):
+        if not entry:
+            continue
+        console.print(results_table(entry, f"{title}: {label}", stages=("before", "after"),
+                                    caption="before → after relearning, held-out forget people"))
+        average = entry.get("average_gain")
+        console.print(f"{label}: average accuracy gain AG = "
+                      + ("-" if average is None else f"{average:+.3f}"))

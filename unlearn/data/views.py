@@ -21,7 +21,10 @@ from unlearn.data.schema import Sample
 
 # Vgid Table 2: which part of a teacher view is applied to a model at inference.
 INTERVENTIONS: tuple[str, ...] = ("none", "textual", "visual", "dual")
-ATTACKS: tuple[str, ...] = ("none", "reverse_prompt")
+# Attacks at evaluation: ``reverse_prompt`` is a view of the question; ``relearn`` fine-tunes a
+# copy of the evaluated model first (:mod:`unlearn.relearn`), so it is no view.
+ATTACKS: tuple[str, ...] = ("none", "reverse_prompt", "relearn")
+VIEW_ATTACKS: tuple[str, ...] = ("reverse_prompt",)
 
 
 def teacher_view(prompt_style: str = "none", perturbation: Mapping[str, Any] | None = None,
@@ -46,8 +49,9 @@ def intervention_view(intervention: str, prompt_style: str,
 
 def attack_view(view: View, attack: str) -> View:
     """``view`` under ``attack``: the reverse prompt appended once after the question."""
-    if attack not in ATTACKS:
-        raise ValueError(f"eval.attack={attack!r} is not one of {list(ATTACKS)}")
+    if attack not in ("none", *VIEW_ATTACKS):
+        raise ValueError(f"eval.attack={attack!r} is not one of {['none', *VIEW_ATTACKS]} "
+                         "(the attacks that are a view of the question)")
     return view if attack == "none" else replace(view, suffix=with_suffix(REVERSE_PROMPT))
 
 
