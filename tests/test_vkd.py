@@ -435,3 +435,28 @@ def test_pipeline_leaves_every_text_only_score_as_it_was(tmp_path):
     assert metrics["unlearned"]["forget"]["image_text"] != metrics["base"]["forget"]["image_text"]
     header = (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "train/forget_feat" in header and "train/retain_feat" in header
+
+
+def test_a_batch_that_reaches_no_trainable_weight_makes_no_step(tiny_bench_dir):
+    """Text-only items under the visual scope (a relearning attack after VKD): no backward,
+    no error, nothing moves (the optimizer steps over parameters without gradients)."""
+    from omegaconf import OmegaConf
+
+    from unlearn.data.mllmu import MLLMUBench
+    from unlearn.methods.gradient import FineTune
+    from unlearn.models.modules import select_trainable
+    from unlearn.train import fit
+
+    from .test_divergence import TRAINER, tiny_model
+
+    bench = MLLMUBench(str(tiny_bench_dir), forget_ratio=10, seed=0)
+    text_only = [s for s in bench.forget_train() if s.modality == "text_only"][:4]
+    model, processor = tiny_model()
+    select_trainable(model, "vision")
+    before = [p.detach().clone() for p in model.parameters()]
+    stage = OmegaConf.create({"epochs": 1, "batch_size": 2, "loss_scope": "answer",
+                              "optim": {"lr": 1e-2, "schedule": "constant"}})
+    trainer = fit(model, processor, "llava", FineTune(), {"train": text_only}, stage, TRAINER,
+                  seed=0)
+    assert trainer.global_step == 2 and len(text_only) == 4  # both batches ran
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -102,7 +102,9 @@ class UnlearnModule(L.LightningModule):
             out = self.objective(self.model, batch, self.reference)
             self._check_finite(out)
             self._log(out.loss, out.parts, bs)
-            return out.loss
+            # a loss that reaches no trainable weight (text-only items under a visual scope)
+            # has no backward: the optimizer steps over parameters without gradients
+            return out.loss if out.loss.requires_grad else None
         opt, sched = self.optimizers(), self.lr_schedulers()
         losses, parts = [], {}
         for terms in self._manual_steps(batch, batch_idx):
