@@ -312,3 +312,18 @@ def test_real_models_default_to_the_papers_lora_without_clipping(model):
 def test_an_argument_the_objective_refuses_is_a_config_error():
     with pytest.raises(ConfigError, match="method='npo': .*unexpected keyword argument 'betta'"):
         build_objective(make(["method=npo", "+method.objective.betta=0.5"]))
+
+
+def test_the_manifest_names_the_deviations_in_effect():
+    from unlearn.fidelity import deviations
+
+    tiny = deviations(make(["method=ga_diff"]))
+    assert tiny["doc"] == "docs/fidelity.md §3"
+    assert [d.split(":")[0] for d in tiny["deviations"]] == ["D2", "D3", "D4", "D5", "D6", "D7"]
+    assert "trainable_modules=all trains full weights" in tiny["deviations"][0]
+    real = deviations(make(["method=ga_diff", "model=llava7b", "method.optim.schedule=constant",
+                            "method.loss_scope=full"]))
+    assert [d.split(":")[0] for d in real["deviations"]] == ["D5", "D7"]  # LoRA, no clipping
+    official = deviations(make(["method=mmunlearner", "method.schedule=official"]))
+    assert [d.split(":")[0] for d in official["deviations"]] == ["D5", "D6"]
+    assert deviations(make(["method=none"])) == {"doc": "docs/fidelity.md", "deviations": []}

@@ -21,6 +21,7 @@ from unlearn.data.synthetic import build_synthetic_mllmu
 from unlearn.data.views import VIEW_ATTACKS, attack_view, intervention_view
 from unlearn.errors import UserError
 from unlearn.eval.evaluator import evaluate, few_shot_splits
+from unlearn.fidelity import deviations
 from unlearn.loggers import build_logger
 from unlearn.methods.base import Setup
 from unlearn.models.loading import load_model_and_processor
@@ -190,6 +191,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                     "forget_ids": list(bench.forget_ids)},
         "model": {"name": cfg.model.name, **provenance},
         "base_eval_cached": base_cached,
+        "fidelity": deviations(cfg),
     }
     if objective is not None:
         t = time.time()
