@@ -220,3 +220,13 @@ def test_interleaved_drops_the_warm_up_and_alternates_the_order():
     assert calls == ["b", "a", "a", "b", "b", "a", "a", "b"]
     assert rounds == {"a": [[3.0], [6.0], [7.0]], "b": [[4.0], [5.0], [8.0]]}
     assert round_ratios([[2.0, 4.0], [9.0], [1.0]], [[1.0, 2.0], [3.0], [1.0]]) == [2.0, 3.0, 1.0]
+
+
+def test_a_method_at_its_own_scope_is_measured_against_ga_on_every_weight():
+    results = [_memory("ga", "all", NONE.name, 100.0, 100.0),
+               _memory("ga", "lora", NONE.name, 40.0, 40.0),
+               _memory("vkd", "vision", NONE.name, 30.0, 100.0) | {"baseline": "all"}]
+    (row,) = memory_rows(results)
+    assert row.id == "P4 vkd vision" and row.met
+    assert row.what.endswith("trainable_modules=vision (GA: trainable_modules=all)")
+    assert row.data["ratio"] == 0.3 and row.data["ga_peak_mib"] == 100.0

@@ -24,7 +24,7 @@ import torch
 from unlearn.bench.eval_speed import EvaluationMismatch, eval_speed_rows
 from unlearn.bench.memory import memory_rows, memory_table
 from unlearn.bench.report import generated, machine, write_report
-from unlearn.bench.step_time import step_time_rows
+from unlearn.bench.step_time import own_scope_rows, step_time_rows
 from unlearn.bench.table import Row, extra_rows, print_table, rows_json
 from unlearn.bench.world import load_world
 
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parts = meta["seconds"] = {}
     if "p1" in args.only:
         rows += step_time_rows(args.overrides, args.repeats)
+        rows += own_scope_rows(args.overrides, args.repeats)
         parts["p1"] = round(time.time() - start)
     if {"p2", "p4"} & set(args.only):
         world = load_world(args.overrides)

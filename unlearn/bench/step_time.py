@@ -31,6 +31,7 @@ from unlearn.config import build_objective
 from unlearn.data.schema import Sample
 from unlearn.loggers import build_logger
 from unlearn.methods.base import Objective
+from unlearn.methods.vkd import VKD
 from unlearn.models.lora import prepare_trainable
 from unlearn.models.reference import build_reference
 from unlearn.module import lr_lambda
@@ -150,8 +151,10 @@ def trial(world: World, cfg: DictConfig) -> Trial:
     model, _ = prepare_trainable(copy.deepcopy(world.model), cfg.trainable_modules)
     reference = build_reference(model, objective.needs_reference)
     sets = objective.train_sets(lambda name: getattr(world.bench, f"{name}_train")())
-    return Trial(model, objective, reference,
-                 {name: objective.select(name, s) for name, s in sets.items()})
+    sets = {name: objective.select(name, s) for name, s in sets.items()}
+    if isinstance(objective, VKD):  # its teacher snapshot (no saliency mask: no setup needed)
+        objective.prepare(model, sets, None)
+    return Trial(model, objective, reference, sets)
 
 
 def framework_steps(world: World, cfg: DictConfig, steps: int, skip: int) -> list[float]:
@@ -210,4 +213,29 @@ def step_time_rows(overrides: Sequence[str], repeats: int,
                 samples_ms={side: [[round(v * 1e3, 1) for v in values] for values in r]
                             for side, r in rounds.items()},
                 parameters=world.parameters(), batch_size=int(cfg.method.batch_size)))
+    return rows
+
+
+# methods compared with GA training every weight, each at its own default scope
+OWN_SCOPE: tuple[str, ...] = ("vkd",)
+
+
+def own_scope_rows(overrides: Sequence[str], repeats: int,
+                   methods: Sequence[str] = OWN_SCOPE) -> list[Row]:
+    """Step time of a method at its own scope (VKD: vision tower + projector) ÷ GA with
+    ``trainable_modules=all``, both through the framework on the tiny model, interleaved."""
+    spec, world = MODELS[0], load_world(overrides)
+    ga = world.config("method=ga", "trainable_modules=all")
+    rows = []
+    for method in methods:
+        cfg = world.config(f"method={method}")
+        rounds = interleaved({
+            method: lambda cfg=cfg: framework_steps(world, cfg, spec.steps, spec.skip),
+            "ga": lambda: framework_steps(world, ga, spec.steps, spec.skip)}, repeats)
+        own, base = (median(pooled(rounds[side])) * 1e3 for side in (method, "ga"))
+        rows.append(ratio_row(
+            f"P1 {method} vs ga",
+            f"step time, {method} (trainable_modules={cfg.trainable_modules.scope}) ÷ GA "
+            "(all)", own / base, "<=", 1.0, f"{own:.0f} / {base:.0f} ms",
+            method_ms=own, ga_ms=base))
     return rows
