@@ -327,3 +327,11 @@ def test_the_manifest_names_the_deviations_in_effect():
     official = deviations(make(["method=mmunlearner", "method.schedule=official"]))
     assert [d.split(":")[0] for d in official["deviations"]] == ["D5", "D6"]
     assert deviations(make(["method=none"])) == {"doc": "docs/fidelity.md", "deviations": []}
+
+
+def test_the_vkd_experiment_sweeps_the_four_methods_with_the_relearning_attack():
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=vkd"], return_hydra_config=True)
+    assert cfg.eval.attack == "relearn"
+    assert cfg.hydra.sweeper.params == {"method": "vkd,ga_diff,mmunlearner,vgid"}
+    validate(cfg)
