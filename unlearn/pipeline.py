@@ -24,7 +24,6 @@ from unlearn.eval.evaluator import evaluate, few_shot_splits
 from unlearn.fidelity import deviations
 from unlearn.loggers import build_logger
 from unlearn.methods.base import Setup
-from unlearn.models.loading import load_model_and_processor
 from unlearn.models.lora import merge_adapters, prepare_trainable
 from unlearn.models.reference import run_reference
 from unlearn.relearn import relearn_attack
@@ -39,7 +38,7 @@ from unlearn.results import (
 from unlearn.resume import stage_checkpoint
 from unlearn.train import fit
 from unlearn.utils import atomic_dir, build_lock, fingerprint, library_versions, plain
-from unlearn.vanilla import tokenizer_corpus, vanilla_model
+from unlearn.vanilla import base_model, vanilla_model
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +107,6 @@ def _cached_or_evaluated(cfg: DictConfig, model: Any, processor: Any, splits: di
     return metrics, records, False
 
 
-def never_trained(cfg: DictConfig, bench: MLLMUBench) -> tuple[Any, Any]:
-    """The model before the vanilla stage (relearning attack control): a tiny model freshly
-    built as the stage builds it, or ``model.pretrained_id`` (the off-the-shelf model)."""
-    corpus = tokenizer_corpus(bench.finetune()) if cfg.model.source == "tiny" else None
-    return load_model_and_processor(cfg.model, extra_corpus=corpus)
-
-
 def objective_setup(cfg: DictConfig, bench: MLLMUBench, processor: Any, provenance: dict,
                     run_dir: Path) -> Setup:
     """What an objective's ``prepare`` may use; caches it builds are keyed by ``provenance``."""
@@ -155,6 +147,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     objective = build_objective(cfg)  # checks its own hyperparameters: before anything expensive
     claim_run_dir(run_dir)
     write_config(run_dir, cfg)
+    states = state_dir(cfg)  # the unlearning stage's saved state, for a rerun to resume
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     timings: dict[str, float] = {}
     t0 = time.time()
@@ -211,7 +204,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         trainer = fit(model, processor, cfg.model.family, objective, train_sets, cfg.method,
                       cfg.trainer, seed=cfg.seed, logger=build_logger(cfg, run_dir),
                       reference=reference, label=f"unlearning ({cfg.method.name})",
-                      **stage_checkpoint(cfg, state_dir(cfg), "unlearn"))
+                      **stage_checkpoint(cfg, states, "unlearn"))
         model = merge_adapters(model)  # evaluation sees a plain transformers model
         timings["unlearn"] = time.time() - t
         if trainer.global_rank != 0:
@@ -237,7 +230,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         results["relearn"], new_records, manifest["relearn"] = relearn_attack(
             cfg, model, processor, bench, splits,
             lambda m, proc, s: run_eval(cfg, m, proc, s, inference_view(cfg)),
-            (lambda: never_trained(cfg, bench)) if cfg.eval.relearn.control else None)
+            (lambda: base_model(cfg, bench)) if cfg.eval.relearn.control else None)
         records += new_records
         timings["relearn"] = time.time() - t
 
@@ -245,7 +238,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     write_json(run_dir / "metrics.json", results)
     write_jsonl(run_dir / "generations.jsonl", records)
     write_json(run_dir / "manifest.json", manifest)
-    shutil.rmtree(state_dir(cfg), ignore_errors=True)  # the results stand: no resume needed
+    shutil.rmtree(states, ignore_errors=True)  # the results stand: no resume needed
     print_results(results, title=f"{cfg.run_name}  →  {run_dir}")
     if attack in VIEW_ATTACKS:
         print_results(results[attack], title=f"{cfg.run_name}  with {attack}")

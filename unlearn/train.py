@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from unlearn.methods.base import Objective
 from unlearn.module import UnlearnModule
 from unlearn.progress import PlainProgress, interactive
 from unlearn.resume import ResumeCheckpoints, checkpoint_step
-from unlearn.utils import plain
+from unlearn.utils import plain, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +126,7 @@ def _resumable(checkpoint: Path, label: str) -> Path | None:
     try:
         step = checkpoint_step(checkpoint)
     except Exception as err:  # noqa: BLE001 - any unreadable state is set aside, not fatal
-        aside = checkpoint.with_name(f"{checkpoint.name}.corrupt-{int(time.time())}")
-        checkpoint.rename(aside)
+        aside = set_aside(checkpoint)
         log.warning("the saved state of %s, %s, is unreadable (%s: %s); moved it to %s and "
                     "starting the stage over", label, checkpoint, type(err).__name__, err, aside)
         return None

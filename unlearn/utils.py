@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -82,3 +83,11 @@ def build_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def set_aside(path: Path) -> Path:
+    """Move an unreadable cache entry or saved state out of the way (``<name>.corrupt-<time>``)
+    so it is rebuilt, and return where it went (kept for inspection)."""
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    path.rename(aside)
+    return aside

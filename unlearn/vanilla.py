@@ -32,7 +32,14 @@ from unlearn.models.loading import load_checkpoint, load_model_and_processor, sa
 from unlearn.models.modules import select_trainable
 from unlearn.resume import stage_checkpoint
 from unlearn.train import fit
-from unlearn.utils import atomic_dir, build_lock, fingerprint, library_versions, plain
+from unlearn.utils import (
+    atomic_dir,
+    build_lock,
+    fingerprint,
+    library_versions,
+    plain,
+    set_aside,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +179,7 @@ def _cached_or_built(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, 
             model, processor = load_checkpoint(str(path), mcfg.family, mcfg.dtype)
             return model, processor, info | {"cached": True}
         except Exception as err:  # noqa: BLE001 - any unreadable entry is rebuilt, not fatal
-            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-            path.rename(aside)
+            aside = set_aside(path)
             log.warning("the cached vanilla model %s is unreadable (%s: %s); moved it to %s "
                         "and rebuilding", path, type(err).__name__, err, aside)
     # a killed build resumes from the states saved here (the lock keeps other jobs out)

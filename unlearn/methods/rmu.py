@@ -12,14 +12,13 @@ the output of ``language_model.layers[l]`` (0-based). Which parameters move is s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 import torch
 
 from unlearn.methods.base import LossOutput, Objective, check_choice, require_reference
 from unlearn.methods.losses import IGNORE, model_inputs
-from unlearn.models.modules import decoder_layers
+from unlearn.models.modules import captured, decoder_layers
 
 TARGET_NORMS: tuple[str, ...] = ("reference", "constant")
 DIRECTIONS: tuple[str, ...] = ("sphere", "positive")
@@ -36,21 +35,6 @@ def layer_module(model: torch.nn.Module, layer: int) -> torch.nn.Module:
         raise ValueError(f"method.objective.layer={layer} is out of range for a "
                          f"{len(layers)}-layer language model (0..{len(layers) - 1})")
     return layers[layer]
-
-
-@contextmanager
-def captured(module: torch.nn.Module) -> Iterator[dict]:
-    """Record the output hidden states of ``module`` in the yielded dict under ``"h"``."""
-    store: dict = {}
-
-    def hook(_module, _inputs, output):
-        store["h"] = output[0] if isinstance(output, tuple) else output
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
 
 
 def random_direction(dim: int, seed: int, kind: str = "sphere") -> torch.Tensor:
@@ -93,9 +77,9 @@ class RMU(Objective):
     def hidden(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]
                ) -> torch.Tensor:
         """Layer-l hidden states (B, T, d); only the last position's logits are computed."""
-        with captured(layer_module(model, self.layer)) as store:
+        with captured([layer_module(model, self.layer)]) as store:
             model(**model_inputs(batch), logits_to_keep=1)
-        return store["h"]
+        return store[0]
 
     def losses(self, h_f: torch.Tensor, ref_f: torch.Tensor, h_r: torch.Tensor,
                ref_r: torch.Tensor, labels_f: torch.Tensor, labels_r: torch.Tensor

@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +52,7 @@ from unlearn.methods.losses import (
 )
 from unlearn.methods.saliency import check_aligned, masked_params, trainable
 from unlearn.models.modules import (
+    captured,
     group_of,
     inner_model,
     model_family,
@@ -122,24 +122,6 @@ def feature_distance(student: Features, target: Features, distance: str,
         term = w * per_image.mean()
         total = term if total is None else total + term
     return total / float(sum(weights))
-
-
-@contextmanager
-def captured(modules: Sequence[torch.nn.Module]) -> Iterator[list]:
-    """Record each module's output (the first element of a tuple output), in order."""
-    store: list = [None] * len(modules)
-
-    def hook(index):
-        def record(_module, _inputs, output):
-            store[index] = output[0] if isinstance(output, tuple) else output
-        return record
-
-    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
-    try:
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def encode_images(model: torch.nn.Module, batch: Batch) -> None:

@@ -17,6 +17,9 @@ adapters before selecting it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
 import torch
 from transformers import PreTrainedModel
 
@@ -171,3 +174,22 @@ def select_trainable(model: torch.nn.Module, scope: str) -> dict:
         "frozen": sum(c["frozen"] for c in by_group.values()),
         "by_group": by_group,
     }
+
+
+@contextmanager
+def captured(modules: Sequence[torch.nn.Module]) -> Iterator[list]:
+    """Record each module's output (the first element of a tuple output), in order, while
+    the context is open (forward hooks, removed on exit)."""
+    store: list = [None] * len(modules)
+
+    def hook(index):
+        def record(_module, _inputs, output):
+            store[index] = output[0] if isinstance(output, tuple) else output
+        return record
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
