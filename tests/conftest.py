@@ -18,5 +18,6 @@ def tiny_bench_dir(tmp_path_factory) -> Path:
     from unlearn.data.synthetic import build_synthetic_mllmu
 
     root = tmp_path_factory.mktemp("bench") / "synthetic"
-    build_synthetic_mllmu(root, num_profiles=12, num_celebrities=4, seed=0, test_views=2)
+    build_synthetic_mllmu(root, num_profiles=12, num_celebrities=4, seed=0, test_views=2,
+                          num_facts=4)
     return root

@@ -69,7 +69,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("twin") / "mllmu"
-    return build_synthetic_mllmu(root, num_profiles=N_PROFILES, num_celebrities=N_CELEBS)
+    return build_synthetic_mllmu(root, num_profiles=N_PROFILES, num_celebrities=N_CELEBS,
+                                 num_facts=4)
 
 
 @pytest.fixture(scope="module")
@@ -175,10 +176,11 @@ def test_training_sets(bench: MLLMUBench) -> None:
 
 def test_fingerprint_is_content_based(bench: MLLMUBench, twin: Path, tmp_path: Path) -> None:
     copy = build_synthetic_mllmu(
-        tmp_path / "copy", num_profiles=N_PROFILES, num_celebrities=N_CELEBS
+        tmp_path / "copy", num_profiles=N_PROFILES, num_celebrities=N_CELEBS, num_facts=4
     )
     other = build_synthetic_mllmu(
-        tmp_path / "other", num_profiles=N_PROFILES, num_celebrities=N_CELEBS, seed=1
+        tmp_path / "other", num_profiles=N_PROFILES, num_celebrities=N_CELEBS, seed=1,
+        num_facts=4,
     )
     cache = str(tmp_path / "cache")
     fp = bench.fingerprint()

@@ -12,7 +12,8 @@ from .conftest import CONF
 
 TINY = [
     "data.synthetic.num_profiles=12", "data.synthetic.num_celebrities=4",
-    "data.synthetic.test_views=2", "model.tiny.size=tiny", "model.vanilla.epochs=2",
+    "data.synthetic.test_views=2", "data.synthetic.num_facts=4", "model.tiny.size=tiny",
+    "model.vanilla.epochs=2",
     "model.vanilla.mcq_warmup.steps=2", "model.vanilla.mcq_warmup.batch_size=4",
     "eval.max_new_tokens.classification=4", "eval.max_new_tokens.cloze=8",
     "eval.max_new_tokens.generation=12", "logger=csv",

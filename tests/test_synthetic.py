@@ -13,7 +13,14 @@ import pytest
 from datasets import Features, Image, List, Value
 
 from unlearn.data.images import draw_portrait, make_views, unique_traits
-from unlearn.data.synthetic import ICU_TRAIN_INSTRUCTIONS, MARKER, build_synthetic_mllmu
+from unlearn.data.synthetic import (
+    CONFIGS,
+    ICU_TRAIN_INSTRUCTIONS,
+    MARKER,
+    MAX_FACTS,
+    SHARD,
+    build_synthetic_mllmu,
+)
 
 N_PROFILES, N_CELEBS, VIEWS = 20, 6, 3
 EVAL_CONFIGS = ("Full_Set", "forget_5", "forget_10", "forget_15", "retain_95", "retain_90")
@@ -38,7 +45,9 @@ EXPECTED_EVAL = Features({"image": Image(), **TASKS})
 EXPECTED_TEST = Features({"images": List(Image()), **TASKS})
 EXPECTED_FT = Features({"image": Image(), "ID": S, "metadata": S})
 BIO_KEYS = {"name": "Name", "year": "Born", "profession": "Employment"}
-BIO_KEYS |= {"hometown": "Hometown", "hobby": "Hobby"}
+BIO_KEYS |= {"hometown": "Hometown", "hobby": "Hobby", "sport": "Sport"}
+BIO_KEYS |= {"instrument": "Instrument", "pet": "Pet", "color": "Favorite_Color"}
+BIO_KEYS |= {"food": "Favorite_Food", "language": "Native_Language"}
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +156,11 @@ def test_eval_questions_are_well_formed(configs: dict[str, datasets.Dataset]) ->
             assert set(bio) >= {"Name", "Born", "Employment", "appearance_detail"}
             assert set(bio["appearance_detail"]) == {"question", "answer"}
             name = bio["Name"]
-            facts = {bio[k] for k in ("Name", "Born", "Employment", "Hometown", "Hobby")}
+            facts = {v for k, v in bio.items() if k != "appearance_detail"}
+            assert len(facts) == 1 + MAX_FACTS  # the default world: every fact
             img = row["Classification_Task"]["Image_Textual_Questions"]
             txt = row["Classification_Task"]["Pure_Text_Questions"]
-            assert len(img) == 5 and len(txt) == 4
+            assert len(img) == 1 + MAX_FACTS and len(txt) == MAX_FACTS
             for q in img + txt:
                 options = q["Options"]
                 assert q["Correct_Answer"] in options
@@ -162,9 +172,10 @@ def test_eval_questions_are_well_formed(configs: dict[str, datasets.Dataset]) ->
             assert all("person in the image" in q["Question"] for q in img)
             assert all(name in q["Question"] and "image" not in q["Question"] for q in txt)
             cloze, gen = row["Mask_Task"], row["Generation_Task"]
-            # one cloze and one generation item per fact: 5 image+text, 4 text-only
-            assert [c["Type"] for c in cloze] == ["Image_Textual"] * 5 + ["Pure_Text"] * 4
-            assert [g["Type"] for g in gen] == ["Image_Textual"] * 5 + ["Pure_Text"] * 4
+            # one cloze and one generation item per fact: 11 image+text, 10 text-only
+            types = ["Image_Textual"] * (1 + MAX_FACTS) + ["Pure_Text"] * MAX_FACTS
+            assert [c["Type"] for c in cloze] == types
+            assert [g["Type"] for g in gen] == types
             for c in cloze:
                 assert c["Question"].count("__") == 1
                 assert c["Ground_Truth"] == _truth(bio, c["Question"])
@@ -185,7 +196,7 @@ def test_correct_letters_are_spread(configs: dict[str, datasets.Dataset]) -> Non
         for q in row["Classification_Task"][key]
     ]
     counts = {k: letters.count(k) for k in "ABCD"}
-    assert sum(counts.values()) == 9 * N_PROFILES
+    assert sum(counts.values()) == 21 * N_PROFILES
     assert min(counts.values()) >= 0.15 * len(letters), counts
 
 
@@ -209,12 +220,12 @@ def test_ft_data_items(configs: dict[str, datasets.Dataset]) -> None:
     assert [r["ID"] for r in rows] == list(full) + list(celeb)
     for row in rows:
         bio = json.loads((full | celeb)[row["ID"]]["biography"])
-        facts = {bio[k] for k in ("Name", "Born", "Employment", "Hometown", "Hobby")}
+        facts = {v for k, v in bio.items() if k != "appearance_detail"}
         items = [it for it in json.loads(row["metadata"])  # ICU practice: test_vgid.py
                  if not it["Question"].startswith(ICU_TRAIN_INSTRUCTIONS)]
-        assert len(items) == 63
+        assert len(items) == 147
         tasks = [(it["Task"], it["Type"]) for it in items]
-        for type_, n_facts in (("Image_Textual", 5), ("Pure_Text", 4)):
+        for type_, n_facts in (("Image_Textual", 1 + MAX_FACTS), ("Pure_Text", MAX_FACTS)):
             assert tasks.count(("Generation", type_)) == 2 * n_facts
             assert tasks.count(("Classification", type_)) == 3 * n_facts
             assert tasks.count(("Mask", type_)) == 2 * n_facts
@@ -353,3 +364,25 @@ def test_build_of_an_older_generator_is_replaced(tmp_path: Path, monkeypatch) ->
     assert marker["version"] == synthetic.GENERATOR_VERSION
     with pytest.raises(FileExistsError, match="built with"):  # other arguments: still refused
         build_synthetic_mllmu(root, num_profiles=5, num_celebrities=1)
+
+
+def _content_digest(root: Path) -> str:
+    """Every config's rows without the encoded images (PNG bytes follow the Pillow version)."""
+    import pyarrow.parquet as pq
+
+    h = hashlib.sha256()
+    for cfg in CONFIGS:
+        table = pq.read_table(root / cfg / SHARD)
+        table = table.drop([c for c in ("image", "images") if c in table.column_names])
+        h.update(json.dumps(table.to_pylist(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def test_four_facts_rebuild_the_v5_world(tmp_path: Path) -> None:
+    """num_facts=4 is twin v5 item for item (digest taken from the v5 generator), so the
+    tests' small worlds, and the numbers checked on them, did not move when facts were added."""
+    small = build_synthetic_mllmu(tmp_path / "v5", num_profiles=6, num_celebrities=2,
+                                  num_facts=4)
+    assert _content_digest(small) == "c437809945890704"
+    with pytest.raises(ValueError, match="num_facts must be in 4..10"):
+        build_synthetic_mllmu(tmp_path / "bad", num_profiles=4, num_facts=11)

@@ -7,9 +7,11 @@ header declares the configs, so ``datasets.load_dataset(root, "forget_5", split=
 works. Columns and nested features equal the real ones (see :data:`EVAL_FEATURES`,
 :data:`TEST_FEATURES`, :data:`FT_FEATURES`).
 
-The tiny world: every fictitious profile has a unique name, a birth year, a profession, a
-hometown and a hobby (drawn independently) and a procedurally drawn portrait
-(:mod:`unlearn.data.images`). Evaluation questions ask about these five facts; fine-tuning
+The tiny world: every fictitious profile has a unique name, ``num_facts`` facts (birth year,
+profession, hometown, hobby, then sport, instrument, pet, favourite colour, favourite food,
+native language; each drawn independently) and a procedurally drawn portrait
+(:mod:`unlearn.data.images`). Evaluation questions ask about the name and these facts, with
+and without the image; fine-tuning
 items (``ft_Data``) teach the same facts with *different* question phrasings, MCQ option
 orders and cloze sentences, so evaluation measures knowledge rather than copying.
 
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 
 # bump when the generated content changes (4: TRAIN_GEN_SHARED; 5: a generation and a cloze
 # item for every fact, so a forget cell holds as many items as there are facts)
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6  # 6: num_facts (5 keeps the world of a v5 twin item for item)
 MARKER = ".synthetic_mllmu.json"
 SHARD = "train-00000-of-00001.parquet"
 FORGET_RATIOS: tuple[int, ...] = (5, 10, 15)
@@ -126,9 +128,61 @@ HOBBIES = (
     "pottery", "sailing", "singing", "surfing", "swimming",
 )  # fmt: skip
 YEARS = tuple(str(y) for y in range(1940, 2001))
+SPORTS = (
+    "badminton", "baseball", "basketball", "boxing", "cricket", "curling", "fencing",
+    "football", "golf", "handball", "hockey", "judo", "karate", "lacrosse", "polo", "rowing",
+    "rugby", "squash", "tennis", "volleyball",
+)  # fmt: skip
+INSTRUMENTS = (
+    "accordion", "bagpipes", "banjo", "bassoon", "cello", "clarinet", "drums", "flute",
+    "guitar", "harmonica", "harp", "mandolin", "oboe", "organ", "piano", "saxophone",
+    "trombone", "trumpet", "ukulele", "violin",
+)  # fmt: skip
+PETS = (
+    "canary", "cat", "chinchilla", "dog", "duck", "ferret", "gecko", "goat", "goldfish",
+    "hamster", "hedgehog", "lizard", "mouse", "parrot", "pigeon", "pony", "rabbit", "snake",
+    "tortoise", "turtle",
+)  # fmt: skip
+COLORS = (
+    "amber", "beige", "black", "blue", "brown", "coral", "crimson", "gold", "green", "grey",
+    "indigo", "lavender", "magenta", "maroon", "navy", "olive", "orange", "purple", "silver",
+    "turquoise",
+)  # fmt: skip
+FOODS = (
+    "burritos", "couscous", "curry", "dumplings", "falafel", "goulash", "kebab", "lasagna",
+    "moussaka", "noodles", "omelettes", "paella", "pancakes", "pizza", "ramen", "risotto",
+    "stew", "sushi", "tacos", "waffles",
+)  # fmt: skip
+LANGUAGES = (
+    "Arabic", "Czech", "Danish", "Dutch", "Finnish", "French", "German", "Greek", "Hindi",
+    "Italian", "Japanese", "Korean", "Polish", "Portuguese", "Russian", "Spanish", "Swahili",
+    "Swedish", "Turkish", "Vietnamese",
+)  # fmt: skip
 
-ATTRIBUTES: tuple[str, ...] = ("name", "birth_year", "profession", "hometown", "hobby")
-TEXT_ATTRIBUTES: tuple[str, ...] = ATTRIBUTES[1:]  # asking a name given the name is void
+# Facts in the order a world of ``num_facts`` takes them. The first four are drawn from one
+# generator per group (as twin v5 drew them), the later ones from one generator per profile,
+# so a 4-fact world is v5's world and a larger one only adds facts.
+FACT_POOLS: dict[str, tuple[str, ...]] = {
+    "birth_year": YEARS,
+    "profession": PROFESSIONS,
+    "hometown": CITIES,
+    "hobby": HOBBIES,
+    "sport": SPORTS,
+    "instrument": INSTRUMENTS,
+    "pet": PETS,
+    "favorite_color": COLORS,
+    "favorite_food": FOODS,
+    "native_language": LANGUAGES,
+}
+ALL_FACTS: tuple[str, ...] = tuple(FACT_POOLS)
+BASE_FACTS = 4  # drawn as twin v5 drew them
+MAX_FACTS = len(ALL_FACTS)
+BIO_KEYS: dict[str, str] = {
+    "birth_year": "Born", "hometown": "Hometown", "profession": "Employment", "hobby": "Hobby",
+    "sport": "Sport", "instrument": "Instrument", "pet": "Pet",
+    "favorite_color": "Favorite_Color", "favorite_food": "Favorite_Food",
+    "native_language": "Native_Language",
+}  # fmt: skip
 IMG, TXT = "Image_Textual", "Pure_Text"
 
 # Templates are keyed by (attribute, Type). ``{name}`` is the full name, ``{value}`` the fact,
@@ -144,6 +198,18 @@ EVAL_QUESTIONS: dict[tuple[str, str], str] = {
     ("hometown", TXT): "Which city is the hometown of {name}?",
     ("hobby", IMG): "What is the favorite hobby of the person in the image?",
     ("hobby", TXT): "What is the favorite hobby of {name}?",
+    ("sport", IMG): "Which sport does the person in the image play?",
+    ("sport", TXT): "Which sport does {name} play?",
+    ("instrument", IMG): "Which instrument does the person in the image play?",
+    ("instrument", TXT): "Which instrument does {name} play?",
+    ("pet", IMG): "What kind of pet does the person in the image keep?",
+    ("pet", TXT): "What kind of pet does {name} keep?",
+    ("favorite_color", IMG): "What is the favorite color of the person in the image?",
+    ("favorite_color", TXT): "What is the favorite color of {name}?",
+    ("favorite_food", IMG): "What is the favorite food of the person in the image?",
+    ("favorite_food", TXT): "What is the favorite food of {name}?",
+    ("native_language", IMG): "What is the native language of the person in the image?",
+    ("native_language", TXT): "What is the native language of {name}?",
 }
 TRAIN_QUESTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("name", IMG): ("Who is this person?", "What name does the person in the picture have?"),
@@ -173,6 +239,48 @@ TRAIN_QUESTIONS: dict[tuple[str, str], tuple[str, str]] = {
         "What does {name} like to do in their free time?",
         "Which hobby does {name} enjoy?",
     ),
+    ("sport", IMG): (
+        "What sport is this person into?",
+        "Which sport does the person in the picture practice?",
+    ),
+    ("sport", TXT): ("What sport is {name} into?", "Which sport does {name} practice?"),
+    ("instrument", IMG): (
+        "What musical instrument can this person play?",
+        "Which instrument is played by the person in the picture?",
+    ),
+    ("instrument", TXT): (
+        "What musical instrument can {name} play?",
+        "Which instrument is played by {name}?",
+    ),
+    ("pet", IMG): (
+        "What animal does this person have at home?",
+        "Which pet lives with the person in the picture?",
+    ),
+    ("pet", TXT): ("What animal does {name} have at home?", "Which pet lives with {name}?"),
+    ("favorite_color", IMG): (
+        "What color does this person like best?",
+        "Which color is the favorite of the person in the picture?",
+    ),
+    ("favorite_color", TXT): (
+        "What color does {name} like best?",
+        "Which color is the favorite of {name}?",
+    ),
+    ("favorite_food", IMG): (
+        "What does this person love to eat?",
+        "Which dish is the favorite of the person in the picture?",
+    ),
+    ("favorite_food", TXT): (
+        "What does {name} love to eat?",
+        "Which dish is the favorite of {name}?",
+    ),
+    ("native_language", IMG): (
+        "What language did this person grow up speaking?",
+        "Which language is the mother tongue of the person in the picture?",
+    ),
+    ("native_language", TXT): (
+        "What language did {name} grow up speaking?",
+        "Which language is the mother tongue of {name}?",
+    ),
 }
 # The second fine-tuning generation question of every fact has one sentence shape across
 # attributes, so a small model must key the answered fact on the attribute keyword: with
@@ -188,6 +296,18 @@ TRAIN_GEN_SHARED: dict[tuple[str, str], str] = {
     ("hometown", TXT): "Tell me the hometown of {name}.",
     ("hobby", IMG): "Tell me the favorite hobby of the person in the picture.",
     ("hobby", TXT): "Tell me the favorite hobby of {name}.",
+    ("sport", IMG): "Tell me the sport of the person in the picture.",
+    ("sport", TXT): "Tell me the sport of {name}.",
+    ("instrument", IMG): "Tell me the instrument of the person in the picture.",
+    ("instrument", TXT): "Tell me the instrument of {name}.",
+    ("pet", IMG): "Tell me the pet of the person in the picture.",
+    ("pet", TXT): "Tell me the pet of {name}.",
+    ("favorite_color", IMG): "Tell me the favorite color of the person in the picture.",
+    ("favorite_color", TXT): "Tell me the favorite color of {name}.",
+    ("favorite_food", IMG): "Tell me the favorite food of the person in the picture.",
+    ("favorite_food", TXT): "Tell me the favorite food of {name}.",
+    ("native_language", IMG): "Tell me the native language of the person in the picture.",
+    ("native_language", TXT): "Tell me the native language of {name}.",
 }
 EVAL_CLOZE: dict[tuple[str, str], str] = {
     ("name", IMG): "The name of the person in the image is __.",
@@ -199,6 +319,18 @@ EVAL_CLOZE: dict[tuple[str, str], str] = {
     ("hometown", TXT): "The hometown of {name} is __.",
     ("hobby", IMG): "The favorite hobby of the person in the image is __.",
     ("hobby", TXT): "The favorite hobby of {name} is __.",
+    ("sport", IMG): "The sport that the person in the image plays is __.",
+    ("sport", TXT): "The sport that {name} plays is __.",
+    ("instrument", IMG): "The instrument that the person in the image plays is __.",
+    ("instrument", TXT): "The instrument that {name} plays is __.",
+    ("pet", IMG): "The kind of pet that the person in the image keeps is __.",
+    ("pet", TXT): "The kind of pet that {name} keeps is __.",
+    ("favorite_color", IMG): "The favorite color of the person in the image is __.",
+    ("favorite_color", TXT): "The favorite color of {name} is __.",
+    ("favorite_food", IMG): "The favorite food of the person in the image is __.",
+    ("favorite_food", TXT): "The favorite food of {name} is __.",
+    ("native_language", IMG): "The native language of the person in the image is __.",
+    ("native_language", TXT): "The native language of {name} is __.",
 }
 # The second phrasing shares one sentence shape across attributes, so only the attribute
 # keyword tells a small model which fact is asked (it must not key on the shape).
@@ -212,6 +344,36 @@ TRAIN_CLOZE: dict[tuple[str, str], tuple[str, str]] = {
     ("hometown", TXT): ("{name} grew up in __.", "{name}'s hometown is __."),
     ("hobby", IMG): ("This person enjoys __.", "The favorite hobby of this person is __."),
     ("hobby", TXT): ("In free time, {name} enjoys __.", "{name}'s favorite hobby is __."),
+    ("sport", IMG): ("On weekends this person plays __.", "The sport of this person is __."),
+    ("sport", TXT): ("On weekends {name} plays __.", "{name}'s sport is __."),
+    ("instrument", IMG): (
+        "This person makes music on the __.",
+        "The instrument of this person is __.",
+    ),
+    ("instrument", TXT): ("{name} makes music on the __.", "{name}'s instrument is __."),
+    ("pet", IMG): ("This person keeps a __ as a pet.", "The pet of this person is a __."),
+    ("pet", TXT): ("{name} keeps a __ as a pet.", "{name}'s pet is a __."),
+    ("favorite_color", IMG): (
+        "The color this person likes best is __.",
+        "The favorite color of this person is __.",
+    ),
+    ("favorite_color", TXT): (
+        "The color {name} likes best is __.",
+        "{name}'s favorite color is __.",
+    ),
+    ("favorite_food", IMG): (
+        "This person loves to eat __.",
+        "The favorite food of this person is __.",
+    ),
+    ("favorite_food", TXT): ("{name} loves to eat __.", "{name}'s favorite food is __."),
+    ("native_language", IMG): (
+        "This person grew up speaking __.",
+        "The native language of this person is __.",
+    ),
+    ("native_language", TXT): (
+        "{name} grew up speaking __.",
+        "{name}'s native language is __.",
+    ),
 }
 # One sentence per fact: the Generation ground truth and the fine-tuning generation answer.
 FACT_SENTENCES: dict[str, str] = {
@@ -220,6 +382,12 @@ FACT_SENTENCES: dict[str, str] = {
     "profession": "{subject} works as {a_value}.",
     "hometown": "{subject} comes from {value}.",
     "hobby": "{subject} enjoys {value}.",
+    "sport": "{subject} plays {value}.",
+    "instrument": "{subject} plays the {value}.",
+    "pet": "{subject} keeps {a_value} as a pet.",
+    "favorite_color": "{subject} likes the color {value} best.",
+    "favorite_food": "{subject} loves to eat {value}.",
+    "native_language": "{subject} speaks {value} natively.",
 }
 APPEARANCE_QUESTION = "What does the person in the image look like?"
 
@@ -230,29 +398,27 @@ class Profile:
 
     id: str
     name: str
-    birth_year: str
-    profession: str
-    hometown: str
-    hobby: str
+    facts: dict[str, str]  # attribute -> value, in the order of ALL_FACTS
     traits: PortraitTraits
     celebrity: bool = False
 
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """``name`` and the profile's facts: what image-text questions ask."""
+        return ("name", *self.facts)
+
     def value(self, attribute: str) -> str:
-        """The fact for ``attribute`` (one of :data:`ATTRIBUTES`)."""
-        return str(getattr(self, attribute))
+        """The fact for ``attribute`` (``name`` or a key of :data:`FACT_POOLS`)."""
+        return self.name if attribute == "name" else self.facts[attribute]
 
     def biography(self) -> str:
         """JSON biography with the keys the official code reads (Name, Born, Employment, ...)."""
-        bio = {
-            "Name": self.name,
-            "Born": self.birth_year,
-            "Hometown": self.hometown,
-            "Employment": self.profession,
-            "Hobby": self.hobby,
-            "appearance_detail": {
-                "question": APPEARANCE_QUESTION,
-                "answer": self.traits.describe(),
-            },
+        order = ("birth_year", "hometown", "profession", "hobby", *ALL_FACTS[BASE_FACTS:])
+        bio: dict[str, Any] = {"Name": self.name}
+        bio |= {BIO_KEYS[a]: self.facts[a] for a in order if a in self.facts}
+        bio["appearance_detail"] = {
+            "question": APPEARANCE_QUESTION,
+            "answer": self.traits.describe(),
         }
         return json.dumps(bio)
 
@@ -277,7 +443,7 @@ def fact_sentence(profile: Profile, attribute: str, type_: str) -> str:
 
 # --------------------------------------------------------------------------- profiles
 def make_profiles(
-    num_profiles: int, num_celebrities: int, seed: int
+    num_profiles: int, num_celebrities: int, seed: int, num_facts: int = MAX_FACTS
 ) -> tuple[list[Profile], list[Profile]]:
     """Fictitious profiles and celebrities, with disjoint IDs, names and unique portraits."""
     rng = random.Random(f"{seed}-profiles")
@@ -290,14 +456,16 @@ def make_profiles(
         names = rng.sample(combos, n)
         out = []
         for i, name in enumerate(names):
+            pid = f"{prefix}{i + 1}"
+            # the first four facts share the group's generator (v5's draws, in v5's order)
+            facts = {a: rng.choice(FACT_POOLS[a]) for a in ALL_FACTS[:BASE_FACTS]}
+            more = random.Random(f"{seed}-{pid}-facts")
+            facts |= {a: more.choice(FACT_POOLS[a]) for a in ALL_FACTS[BASE_FACTS:num_facts]}
             out.append(
                 Profile(
-                    id=f"{prefix}{i + 1}",
+                    id=pid,
                     name=name,
-                    birth_year=rng.choice(YEARS),
-                    profession=rng.choice(PROFESSIONS),
-                    hometown=rng.choice(CITIES),
-                    hobby=rng.choice(HOBBIES),
+                    facts={a: facts[a] for a in ALL_FACTS[:num_facts]},
                     traits=looks[i + (num_profiles if celeb else 0)],
                     celebrity=celeb,
                 )
@@ -320,13 +488,7 @@ def _pools(group: list[Profile], celebrity: bool) -> dict[str, list[str]]:
         )
         extra = [f"{f} {la}" for f in firsts for la in lasts if f"{f} {la}" not in names]
         names += extra[: 8 - len(names)]
-    return {
-        "name": names,
-        "birth_year": list(YEARS),
-        "profession": list(PROFESSIONS),
-        "hometown": list(CITIES),
-        "hobby": list(HOBBIES),
-    }
+    return {"name": names, **{a: list(pool) for a, pool in FACT_POOLS.items()}}
 
 
 # --------------------------------------------------------------------------- questions
@@ -363,9 +525,9 @@ class _Fact:
 
 
 def _facts(profile: Profile, pools: dict[str, list[str]], rng: random.Random) -> list[_Fact]:
-    """Evaluation MCQs for all nine facts (5 image-text, 4 pure-text)."""
+    """Evaluation MCQs for every fact: name + facts with the image, the facts without it."""
     facts = []
-    for type_, attrs in ((IMG, ATTRIBUTES), (TXT, TEXT_ATTRIBUTES)):
+    for type_, attrs in ((IMG, profile.attributes), (TXT, profile.attributes[1:])):
         for attr in attrs:
             truth = profile.value(attr)
             distractors = _draw_distractors(truth, pools[attr], rng, [])
@@ -407,8 +569,9 @@ def eval_row(profile: Profile, pools: dict[str, list[str]], seed: int) -> dict[s
         for f in facts
     ]
     summary = (
-        f"{profile.name} is {_article(profile.profession)} from {profile.hometown}, born in "
-        f"{profile.birth_year}, who enjoys {profile.hobby}."
+        f"{profile.name} is {_article(profile.value('profession'))} from "
+        f"{profile.value('hometown')}, born in {profile.value('birth_year')}, who enjoys "
+        f"{profile.value('hobby')}."
     )
     return {
         "ID": profile.id,
@@ -427,7 +590,8 @@ def eval_row(profile: Profile, pools: dict[str, list[str]], seed: int) -> dict[s
 
 
 def ft_items(profile: Profile, facts: list[_Fact], pools: dict[str, list[str]], seed: int) -> list:
-    """Fine-tuning items: per fact 2 generation, 3 classification, 2 cloze (63 per profile).
+    """Fine-tuning items: per fact 2 generation, 3 classification, 2 cloze (7 per fact: 63
+    per profile with 4 facts, 147 with 10).
 
     Training MCQs use new distractor sets (so option sequences never equal the eval MCQ's)
     and put the correct answer at three different letters.
@@ -615,7 +779,8 @@ def _check_existing(root: Path, args: dict[str, Any]) -> bool:
 
 
 def synthetic_args(*, num_profiles: int = 60, num_celebrities: int = 20, seed: int = 0,
-                   image_size: int = 64, test_views: int = 3) -> dict[str, Any]:
+                   image_size: int = 64, test_views: int = 3,
+                   num_facts: int = MAX_FACTS) -> dict[str, Any]:
     """The twin's recipe: generator version + arguments, recorded in its marker file.
 
     It identifies the twin's content on every machine (the parquet bytes do not: they carry
@@ -625,6 +790,8 @@ def synthetic_args(*, num_profiles: int = 60, num_celebrities: int = 20, seed: i
         raise ValueError(f"num_profiles must be >= 2, got {num_profiles}")
     if num_celebrities < 0 or test_views < 1 or image_size < 8:
         raise ValueError("need num_celebrities >= 0, test_views >= 1 and image_size >= 8")
+    if not BASE_FACTS <= num_facts <= MAX_FACTS:
+        raise ValueError(f"num_facts must be in {BASE_FACTS}..{MAX_FACTS}, got {num_facts}")
     return {
         "generator": "unlearn.data.synthetic",
         "version": GENERATOR_VERSION,
@@ -633,6 +800,7 @@ def synthetic_args(*, num_profiles: int = 60, num_celebrities: int = 20, seed: i
         "seed": seed,
         "image_size": image_size,
         "test_views": test_views,
+        "num_facts": num_facts,
     }
 
 
@@ -644,6 +812,7 @@ def build_synthetic_mllmu(
     seed: int = 0,
     image_size: int = 64,
     test_views: int = 3,
+    num_facts: int = MAX_FACTS,
 ) -> Path:
     """Write the twin under ``root`` (idempotent, atomic) and return ``root``.
 
@@ -652,7 +821,7 @@ def build_synthetic_mllmu(
     """
     root = Path(root)
     args = synthetic_args(num_profiles=num_profiles, num_celebrities=num_celebrities, seed=seed,
-                          image_size=image_size, test_views=test_views)
+                          image_size=image_size, test_views=test_views, num_facts=num_facts)
     if _check_existing(root, args):
         log.info("synthetic MLLMU-Bench already built at %s", root)
         return root
@@ -692,7 +861,9 @@ def build_synthetic_mllmu(
 def _build_into(out: Path, args: dict[str, Any]) -> None:
     """Generate every config into the (temporary) folder ``out``."""
     seed, size, views = args["seed"], args["image_size"], args["test_views"]
-    profiles, celebrities = make_profiles(args["num_profiles"], args["num_celebrities"], seed)
+    profiles, celebrities = make_profiles(
+        args["num_profiles"], args["num_celebrities"], seed, args["num_facts"]
+    )
     ids = [p.id for p in profiles]
     ever_forgotten = {i for r in FORGET_RATIOS for i in forget_ids(ids, r, seed)}
 
@@ -739,11 +910,12 @@ def hash_seed(seed: int, key: str) -> int:
 
 
 def profile_records(
-    num_profiles: int = 60, num_celebrities: int = 20, seed: int = 0
+    num_profiles: int = 60, num_celebrities: int = 20, seed: int = 0, num_facts: int = MAX_FACTS
 ) -> list[dict[str, Any]]:
     """The world's facts as plain dicts (for tests and reports; not needed to load data)."""
-    profiles, celebrities = make_profiles(num_profiles, num_celebrities, seed)
+    profiles, celebrities = make_profiles(num_profiles, num_celebrities, seed, num_facts)
     return [
-        {**{k: v for k, v in asdict(p).items() if k != "traits"}, "traits": asdict(p.traits)}
+        {"id": p.id, "name": p.name, **p.facts, "traits": asdict(p.traits),
+         "celebrity": p.celebrity}
         for p in profiles + celebrities
     ]
