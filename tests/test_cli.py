@@ -44,6 +44,20 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, overrides, message
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_a_model_folder_not_in_the_hub_layout_is_one_line(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    out = run_unlearn("model=qwen25vl3b", f"model.pretrained_id={folder}", "method=none",
+                      "data.synthetic.num_profiles=4", "data.synthetic.num_celebrities=1",
+                      f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: model folder '{folder}' is not in the hub layout: missing config.json; "
+        "model.safetensors or model.safetensors.index.json; tokenizer.json or "
+        "tokenizer_config.json; preprocessor_config.json or processor_config.json "
+        "(save_pretrained of the model and its processor writes them)")
+
+
 @pytest.mark.slow
 def test_sigterm_in_training_exits_non_zero_with_a_message_and_no_results(tmp_path):
     """Slurm preemption sends SIGTERM; Lightning alone would exit 0 without results."""

@@ -11,7 +11,8 @@ from unlearn.config import ConfigError, build_objective, validate
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 GROUPS = {
     "data": ["mllmu_bench", "synthetic_mllmu"],
-    "model": ["llava7b", "qwen2vl7b", "tiny_llava", "tiny_qwen2vl"],
+    "model": ["llava13b", "llava7b", "qwen25vl3b", "qwen2vl7b", "tiny_llava", "tiny_qwen25vl",
+              "tiny_qwen2vl"],
     "method": ["ga", "ga_diff", "icu", "icu_t", "kl_min", "mmunlearner", "noise_t", "none", "npo",
                "po", "rmu", "vgid", "vkd"],
     "trainable_modules": ["all", "language", "lm_connector", "lora", "projector", "vision"],
@@ -75,7 +76,9 @@ def test_baseline_defaults_follow_the_papers():
     assert make(["method=po"]).method.objective.beta == 0.1
     rmu = make(["method=rmu"]).method.objective
     assert (rmu.layer, rmu.steering, rmu.retain_weight) == (1, 2.0, 1.0)  # tiny: 4 layers
-    assert make(["method=rmu", "model=llava7b"]).method.objective.layer == 7
+    for model, layer in {"llava7b": 7, "llava13b": 7, "qwen2vl7b": 7, "qwen25vl3b": 7,
+                         "tiny_qwen2vl": 1, "tiny_qwen25vl": 1}.items():
+        assert make(["method=rmu", f"model={model}"]).method.objective.layer == layer, model
     assert make(["method=rmu", "seed=3"]).method.objective.seed == 3
     lora = make(["trainable_modules=lora"]).trainable_modules.lora
     assert (lora.r, lora.alpha, lora.dropout) == (16, 16, 0.05)
@@ -129,6 +132,8 @@ def test_length_groups_must_be_a_positive_integer(key, value):
 @pytest.mark.parametrize(("option", "hub_id", "cls_name"), [
     ("llava7b", "llava-hf/llava-1.5-7b-hf", "LlavaForConditionalGeneration"),
     ("qwen2vl7b", "Qwen/Qwen2-VL-7B-Instruct", "Qwen2VLForConditionalGeneration"),
+    ("llava13b", "llava-hf/llava-1.5-13b-hf", "LlavaForConditionalGeneration"),
+    ("qwen25vl3b", "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen2_5_VLForConditionalGeneration"),
 ])
 def test_real_model_configs_load_through_from_pretrained(option, hub_id, cls_name, monkeypatch):
     """The composed config reaches from_pretrained with its id and dtype (no download)."""
@@ -246,8 +251,10 @@ COMBINATIONS = pairwise({k: GROUPS[k] for k in ("method", "trainable_modules", "
                                                  "perturbation", "prompt_style")})
 SCOPES = {"all": "all", "language": "language", "lm_connector": "lm_connector", "lora": "lora",
           "projector": "projector", "vision": "vision"}
-FAMILIES = {"tiny_llava": "llava", "llava7b": "llava", "tiny_qwen2vl": "qwen2_vl",
-            "qwen2vl7b": "qwen2_vl"}
+FAMILIES = {"tiny_llava": "llava", "llava7b": "llava", "llava13b": "llava",
+            "tiny_qwen2vl": "qwen2_vl", "qwen2vl7b": "qwen2_vl", "tiny_qwen25vl": "qwen2_5_vl",
+            "qwen25vl3b": "qwen2_5_vl"}
+REAL = ("llava7b", "llava13b", "qwen2vl7b", "qwen25vl3b")
 
 
 def test_the_combinations_cover_every_pair():
@@ -268,7 +275,7 @@ def test_combinations_users_run_compose_validate_and_resolve(row):
     assert cfg.trainable_modules.scope == SCOPES[row["trainable_modules"]]  # the command wins
     assert cfg.perturbation.name == row["perturbation"]
     assert cfg.prompt_style.name == row["prompt_style"]
-    real = row["model"] in ("llava7b", "qwen2vl7b")
+    real = row["model"] in REAL
     assert cfg.trainer.name == ("gpu" if real else "cpu")
     assert cfg.trainer.gradient_clip_val == (None if real else 1.0)
     same_view = {"vgid": row["perturbation"] == row["prompt_style"] == "none",
@@ -300,7 +307,7 @@ def test_combinations_users_run_compose_validate_and_resolve(row):
             "white": "White"}[row["perturbation"]]
 
 
-@pytest.mark.parametrize("model", ["llava7b", "qwen2vl7b"])
+@pytest.mark.parametrize("model", REAL)
 def test_real_models_default_to_the_papers_lora_without_clipping(model):
     cfg = make([f"model={model}"])
     assert cfg.trainable_modules.scope == "lora" and cfg.trainable_modules.lora.r == 16

@@ -11,6 +11,7 @@ from PIL import Image
 from transformers import AutoProcessor
 from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
 
+from unlearn.errors import UserError
 from unlearn.models import (
     SCOPES,
     build_tiny,
@@ -127,6 +128,10 @@ def test_image_size_sets_image_tokens():
         build_tiny("qwen2_5_vl", "tiny", image_size=64)
     with pytest.raises(ValueError, match=r"allowed: \['base', 'bench_65m', 'small', 'tiny'\]"):
         build_tiny("llava", "huge")
+    with pytest.raises(ValueError) as err:
+        build_tiny("idefics2", "tiny")
+    assert str(err.value) == ("unknown model family 'idefics2' for the tiny builder; "
+                              "allowed: ['llava', 'qwen2_vl', 'qwen2_5_vl']")
 
 
 def test_tokenizer_keeps_benchmark_words_short():
@@ -140,7 +145,7 @@ def test_tokenizer_keeps_benchmark_words_short():
     assert tuned.bos_token_id is None and tuned.eos_token == "<|im_end|>"
 
 
-@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_checkpoint_round_trip_gives_identical_logits(arch, tmp_path):
     model, processor = build_tiny(arch, "tiny", seed=1)
     save_checkpoint(model, processor, tmp_path)
@@ -373,5 +378,7 @@ def test_weights_load_only_from_safetensors(tmp_path):
     processor.save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").unlink()
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
-    with pytest.raises(OSError, match="safetensors"):
+    with pytest.raises(UserError, match=r"missing model\.safetensors or model\.safetensors"
+                       r"\.index\.json \(pytorch_model\*\.bin is never read: weights load "
+                       r"from safetensors only\)"):
         load_checkpoint(tmp_path, "llava")

@@ -7,6 +7,7 @@ the tiny tests exercise after :func:`save_checkpoint`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,15 @@ MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
     "qwen2_vl": Qwen2VLForConditionalGeneration,
     "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
 }
+# What a local model folder in the hub layout holds: each entry is satisfied by any one of its
+# files (hub repos keep the image processor in preprocessor_config.json, transformers 5's
+# save_pretrained in processor_config.json; weights are one file or shards with an index).
+HUB_LAYOUT: tuple[tuple[str, ...], ...] = (
+    ("config.json",),
+    ("model.safetensors", "model.safetensors.index.json"),
+    ("tokenizer.json", "tokenizer_config.json"),
+    ("preprocessor_config.json", "processor_config.json"),
+)
 
 
 def _looks_local(source: str) -> bool:
@@ -98,13 +108,37 @@ def load_checkpoint(
     return _from_pretrained(str(path), family, torch_dtype, attn_implementation)
 
 
+def check_hub_folder(path: Path, family: str) -> None:
+    """Refuse, in one line, a local folder that ``from_pretrained`` would fail on deep inside
+    transformers: files of :data:`HUB_LAYOUT` missing, or a checkpoint of another family."""
+    missing = [" or ".join(names) for names in HUB_LAYOUT
+               if not any((path / name).is_file() for name in names)]
+    if missing:
+        pickled = any(path.glob("pytorch_model*.bin"))
+        raise UserError(
+            f"model folder {str(path)!r} is not in the hub layout: missing {'; '.join(missing)}"
+            + (" (pytorch_model*.bin is never read: weights load from safetensors only)"
+               if pickled else "")
+            + " (save_pretrained of the model and its processor writes them)")
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"model folder {str(path)!r}: config.json is not JSON ({err})") from None
+    if model_type != family:
+        raise UserError(f"model folder {str(path)!r} holds a {model_type!r} model, but "
+                        f"model.family is {family!r}: pick the model config of that family")
+
+
 def _from_pretrained(
     source: str, family: str, dtype: torch.dtype, attn: str | None
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Load with the family's class, so ``family`` (not the checkpoint's guess) picks the model."""
-    if _looks_local(source) and not Path(source).expanduser().is_dir():
-        raise UserError(f"model.pretrained_id={source!r}: no such folder (a local checkpoint "
-                        "is a folder in the hub layout; a hub id is 'owner/name')")
+    if _looks_local(source):
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"model.pretrained_id={source!r}: no such folder (a local "
+                            "checkpoint is a folder in the hub layout; a hub id is 'owner/name')")
+        check_hub_folder(folder, family)
     # weights only from safetensors (no pickle), never the checkpoint's own code
     kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True,
                               "trust_remote_code": False}

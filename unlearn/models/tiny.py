@@ -449,4 +449,5 @@ def reregister_output_capture(model: torch.nn.Module) -> torch.nn.Module:
 def _check_arch(arch: str) -> None:
     """Fail early with the allowed values instead of deep inside a builder."""
     if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; allowed: {list(ARCHS)}")
+        raise ValueError(f"unknown model family {arch!r} for the tiny builder; "
+                         f"allowed: {list(ARCHS)}")
