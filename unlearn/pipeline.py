@@ -27,6 +27,7 @@ from unlearn.methods.base import Setup
 from unlearn.models.lora import merge_adapters, prepare_trainable
 from unlearn.models.reference import run_reference
 from unlearn.relearn import relearn_attack
+from unlearn.resolvers import model_scale, scaled_values
 from unlearn.results import (
     claim_run_dir,
     print_relearn,
@@ -185,6 +186,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "model": {"name": cfg.model.name, **provenance},
         "base_eval_cached": base_cached,
         "fidelity": deviations(cfg),
+        "scale": {"model": model_scale(cfg), "values": scaled_values(cfg)},
     }
     if objective is not None:
         t = time.time()
