@@ -143,14 +143,14 @@ def page_header(spec: Spec) -> str:
         f"python -m unlearn -m +experiment={spec.name} model=llava7b data=mllmu_bench "
         "trainer=gpu   # full scale",
         f"python -m unlearn.report outputs/multirun/<date>/   # (re)render; --page updates "
-        f"experiments/{spec.name}.md", "```", ""])
+        f"experiments/{spec.name}.md", "```", "", *([spec.note, ""] if spec.note else [])])
 
 
 def write_page(spec: Spec, body: str | None, out: Path | None, pages: Path = PAGES) -> Path:
     """``experiments/<name>.md``: the header and the report between the markers are
     generated; the reading below the end marker is kept as written."""
     path = pages / f"{spec.name}.md"
-    reading = "\n## Reading\n\n(none yet)\n"
+    reading = "\n\n## Reading\n\n(none yet)\n"
     if path.exists() and END in path.read_text():
         reading = path.read_text().split(END, 1)[1]
     if body is None:
