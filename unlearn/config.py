@@ -28,6 +28,7 @@ from unlearn.models.loading import DTYPES, SOURCES
 from unlearn.models.modules import SCOPES
 from unlearn.models.reference import REFERENCE_SOURCES, REFERENCE_STARTS
 from unlearn.module import SCHEDULES
+from unlearn.report.spec import parse_report
 
 EVAL_SPLITS = ("forget", "test", "retain", "celebrity")
 
@@ -179,6 +180,8 @@ def validate(cfg: DictConfig) -> None:
     if bad:
         raise ConfigError(f"eval.splits has {bad}; allowed: {list(EVAL_SPLITS)}")
     _check_relearn(cfg)
+    if OmegaConf.select(cfg, "report") is not None:  # an experiment's layout: before any job
+        parse_report(cfg.report)
 
 
 def _check_relearn(cfg: DictConfig) -> None:
