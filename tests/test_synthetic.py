@@ -54,7 +54,8 @@ BIO_KEYS |= {"food": "Favorite_Food", "language": "Native_Language"}
 def twin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("twin") / "mllmu"
     return build_synthetic_mllmu(
-        root, num_profiles=N_PROFILES, num_celebrities=N_CELEBS, seed=0, test_views=VIEWS
+        root, num_profiles=N_PROFILES, num_celebrities=N_CELEBS, seed=0, test_views=VIEWS,
+        num_facts=MAX_FACTS,
     )
 
 
@@ -278,7 +279,8 @@ def test_all_text_is_ascii(configs: dict[str, datasets.Dataset]) -> None:
 
 
 def test_deterministic_by_seed(twin: Path, tmp_path: Path) -> None:
-    kwargs = {"num_profiles": N_PROFILES, "num_celebrities": N_CELEBS, "test_views": VIEWS}
+    kwargs = {"num_profiles": N_PROFILES, "num_celebrities": N_CELEBS, "test_views": VIEWS,
+              "num_facts": MAX_FACTS}
     again = build_synthetic_mllmu(tmp_path / "again", seed=0, **kwargs)
     other = build_synthetic_mllmu(tmp_path / "other", seed=1, **kwargs)
     assert _hash_tree(again) == _hash_tree(twin)  # byte-identical parquet files
@@ -294,7 +296,8 @@ def test_deterministic_by_seed(twin: Path, tmp_path: Path) -> None:
 
 
 def test_idempotent_and_refuses_to_overwrite(twin: Path, tmp_path: Path) -> None:
-    kwargs = {"num_profiles": N_PROFILES, "num_celebrities": N_CELEBS, "test_views": VIEWS}
+    kwargs = {"num_profiles": N_PROFILES, "num_celebrities": N_CELEBS, "test_views": VIEWS,
+              "num_facts": MAX_FACTS}
     before = {p: p.stat().st_mtime_ns for p in twin.rglob("*")}
     assert build_synthetic_mllmu(twin, seed=0, **kwargs) == twin
     assert {p: p.stat().st_mtime_ns for p in twin.rglob("*")} == before
