@@ -30,3 +30,25 @@ class RefuseFinishedRunDirs(Callback):
             raise SystemExit(f"error: {sweep} already holds the results of {len(done)} job(s) "
                              f"(e.g. {done[0].parent.name}); results are never overwritten: "
                              "choose another hydra.sweep.dir")
+
+
+class CheckSlurmSweep(Callback):
+    """Check a ``hydra/launcher=slurm`` sweep before it is submitted (:mod:`unlearn.launcher`):
+    a value Slurm or Lightning would refuse stops it here with one line, not in the queue."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from unlearn.launcher import is_slurm
+
+        if is_slurm(config):
+            raise SystemExit("error: hydra/launcher=slurm submits a sweep: add --multirun (-m); "
+                             "without it this run would start here, on this machine")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from unlearn.config import ConfigError
+        from unlearn.launcher import check_slurm, is_slurm
+
+        if is_slurm(config):
+            try:
+                check_slurm(config)
+            except ConfigError as err:
+                raise SystemExit(f"error: {err}") from None
