@@ -100,15 +100,17 @@ def build_lock(path: Path) -> Iterator[None]:
 
 
 def job_rank() -> int:
-    """This process's global rank in its job, read from the launcher's environment by
-    Lightning (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``); 0 in a single-process run."""
-    return int(getattr(rank_zero_only, "rank", 0) or 0)
+    """This process's rank in its job as the launcher's environment gives it (``RANK``,
+    ``LOCAL_RANK``, ``SLURM_PROCID``, read by Lightning; ``NODE_RANK`` for nodes started by
+    hand): 0 only for the job's first process, and in a single-process run."""
+    return int(getattr(rank_zero_only, "rank", 0) or 0) or int(os.environ.get("NODE_RANK", 0))
 
 
 def job_id() -> str:
     """What every process of one multi-process job shares and no other job has: Slurm's job
-    id, torchrun's run id, else an id this process makes and passes on through the
-    environment to the ranks that Lightning starts from it (they copy ``os.environ``)."""
+    id, torchrun's run id, ``UNLEARN_JOB_ID`` (set it when starting nodes by hand), else an id
+    this process makes and passes on through the environment to the ranks that Lightning
+    starts from it (they copy ``os.environ``)."""
     for key in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "UNLEARN_JOB_ID"):
         if os.environ.get(key):
             return os.environ[key]
