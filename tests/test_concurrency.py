@@ -91,3 +91,26 @@ def test_job_id_is_shared_by_the_ranks_of_one_job(monkeypatch):
     assert os.environ["UNLEARN_JOB_ID"] == made and job_id() == made
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     assert job_id() == "4242"
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_build_the_vanilla_model_together(tmp_path):
+    """Lightning's DDP launcher re-runs the command for rank 1, which reaches the vanilla stage
+    while rank 0 holds its lock and waits in the process group for rank 1: rank 1 must join
+    the build (the marker names its job) instead of waiting for the lock."""
+    ddp = ["strategy=ddp", "devices=2"]
+    out = subprocess.run(
+        [sys.executable, "-m", "unlearn", *TINY, "method=ga", "method.epochs=1",
+         "model.vanilla.shipped=false", *[f"trainer.{o}" for o in ddp],
+         *[f"model.vanilla.trainer.{o}" for o in ddp],
+         f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert (manifest["world_size"], manifest["model"]["cached"]) == (2, False)
+    entries = sorted(p.name for p in (tmp_path / ".cache" / "vanilla").iterdir())
+    assert entries == [f"tiny_llava-{manifest['model']['fingerprint']}"]  # no marker, no lock
+    last = [line for line in (out.stdout + out.stderr).splitlines()
+            if "vanilla epochs: step" in line and "(100%)" in line]
+    assert len(last) == 2  # one per rank

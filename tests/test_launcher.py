@@ -147,7 +147,7 @@ def test_submitit_local_sweep_of_two_jobs_builds_vanilla_once(tmp_path):
         [sys.executable, "-m", "unlearn", "-m", "hydra/launcher=submitit_local",
          "method=ga,ga_diff", *TINY, "model.vanilla.shipped=false",
          "method.epochs=1", f"paths.root={tmp_path}", f"hydra.sweep.dir={sweep}"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)  # a loaded 2-core CI
     assert out.returncode == 0, out.stderr[-3000:]
     runs = sorted(p.name for p in sweep.iterdir() if (p / "metrics.json").is_file())
     assert runs == ["0_ga_tiny_llava_f10", "1_ga_diff_tiny_llava_f10"]
