@@ -77,3 +77,25 @@ class ReportOnJobEnd(Callback):
         (job_dir / ERROR_FILE).write_text(json.dumps(
             {"status": status, "type": type(error).__name__, "message": message}, indent=2)
             + "\n")
+
+
+class CheckSlurmSweep(Callback):
+    """Check a ``hydra/launcher=slurm`` sweep before it is submitted (:mod:`unlearn.launcher`):
+    a value Slurm or Lightning would refuse stops it here with one line, not in the queue."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from unlearn.launcher import is_slurm
+
+        if is_slurm(config):
+            raise SystemExit("error: hydra/launcher=slurm submits a sweep: add --multirun (-m); "
+                             "without it this run would start here, on this machine")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from unlearn.config import ConfigError
+        from unlearn.launcher import check_slurm, is_slurm
+
+        if is_slurm(config):
+            try:
+                check_slurm(config)
+            except ConfigError as err:
+                raise SystemExit(f"error: {err}") from None

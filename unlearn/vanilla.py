@@ -33,9 +33,12 @@ from unlearn.models.modules import select_trainable
 from unlearn.resume import stage_checkpoint
 from unlearn.train import fit
 from unlearn.utils import (
+    POLL_S,
     atomic_dir,
     build_lock,
     fingerprint,
+    job_id,
+    job_rank,
     library_versions,
     plain,
     set_aside,
@@ -164,8 +167,16 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
         log.info("the shipped %s vanilla model is another recipe (fingerprint %s, this run %s)",
                  mcfg.name, shipped["key"], key)
     path = Path(cfg.paths.cache_dir) / "vanilla" / f"{mcfg.name}-{key}"
+    if job_rank() > 0:  # the stage's trainer spans every rank: rank 0 decides for its job
+        return _follow_rank_zero(cfg, bench, path, recipe)
     with build_lock(path):  # concurrent jobs: one builds, the others wait and reuse
         return _cached_or_built(cfg, bench, path, recipe)
+
+
+def _building(path: Path) -> Path:
+    """The 'being built' marker of the cache entry ``path``: the id of the job whose rank 0
+    builds it (:func:`unlearn.utils.job_id`), for that job's other ranks to join the build."""
+    return path.with_name(f".{path.name}.building")
 
 
 def _cached_or_built(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, Any]
@@ -182,6 +193,37 @@ def _cached_or_built(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, 
             aside = set_aside(path)
             log.warning("the cached vanilla model %s is unreadable (%s: %s); moved it to %s "
                         "and rebuilding", path, type(err).__name__, err, aside)
+    marker = _building(path)
+    marker.write_text(job_id())
+    try:
+        return _build(cfg, bench, path, recipe)
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _follow_rank_zero(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, Any]
+                      ) -> tuple[Any, Any, dict]:
+    """What a rank > 0 of a multi-process job (Slurm tasks, Lightning's DDP processes) does:
+    join the build its rank 0 announced, else load the entry its rank 0 found. Taking the lock
+    itself would deadlock (rank 0 holds it while its trainer waits for this rank)."""
+    marker, job = _building(path), job_id()
+    while True:
+        if marker.is_file() and marker.read_text() == job:
+            return _build(cfg, bench, path, recipe)
+        if (path / RECORD).exists():
+            try:
+                model, processor = load_checkpoint(str(path), cfg.model.family, cfg.model.dtype)
+                return model, processor, {"vanilla": str(path), "fingerprint": fingerprint(recipe),
+                                          "cached": True}
+            except Exception:  # noqa: BLE001 - rank 0 sets it aside and rebuilds: wait
+                pass
+        time.sleep(POLL_S)
+
+
+def _build(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, Any]
+           ) -> tuple[Any, Any, dict]:
+    """Run the stage on every rank of the job and save the entry from rank 0."""
+    key = fingerprint(recipe)
     # a killed build resumes from the states saved here (the lock keeps other jobs out)
     states = path.with_name(f".{path.name}.resume")
     model, processor, record = _train(cfg, bench.finetune(), states)
@@ -191,7 +233,8 @@ def _cached_or_built(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, 
             save_checkpoint(model, processor, str(tmp))
             (tmp / RECORD).write_text(json.dumps(record, indent=2))
         shutil.rmtree(states, ignore_errors=True)
-    return model, processor, info | {"cached": False, "seconds": record["seconds"]}
+    return model, processor, {"vanilla": str(path), "fingerprint": key, "cached": False,
+                              "seconds": record["seconds"]}
 
 
 def _train(cfg: DictConfig, bench_train: list[Sample], states: Path

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unlearn.utils import atomic_dir, fingerprint
+from unlearn.utils import atomic_dir, build_lock, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +92,18 @@ def load_or_compute(cache_dir: Path, key_parts: Mapping[str, Any],
     """
     key = fingerprint(key_parts)
     path = Path(cache_dir) / "masks" / key
-    wants_fisher = save_fisher and not (path / FISHER_FILE).exists()
-    if (path / INDEX_FILE).exists() and not wants_fisher:
-        log.info("saliency mask loaded from %s", path)
-        return CachedMask(load(path), path, key, cached=True)
-    log.info("computing saliency mask %s", key)
-    saliencies = compute()
-    masks = make_mask(saliencies)
-    if (path / INDEX_FILE).exists():  # cached mask, Fisher requested now: add it beside
-        tmp = path / f".{FISHER_FILE}.tmp"
-        torch.save({"target": saliencies[0], "preserve": saliencies[1]}, tmp)
-        tmp.rename(path / FISHER_FILE)
-    else:
-        save(path, masks, key_parts, saliencies if save_fisher else None)
-    return CachedMask(masks, path, key, cached=False)
+    with build_lock(path):  # jobs of a sweep that need one mask compute it once
+        wants_fisher = save_fisher and not (path / FISHER_FILE).exists()
+        if (path / INDEX_FILE).exists() and not wants_fisher:
+            log.info("saliency mask loaded from %s", path)
+            return CachedMask(load(path), path, key, cached=True)
+        log.info("computing saliency mask %s", key)
+        saliencies = compute()
+        masks = make_mask(saliencies)
+        if (path / INDEX_FILE).exists():  # cached mask, Fisher requested now: add it beside
+            tmp = path / f".{FISHER_FILE}.tmp"
+            torch.save({"target": saliencies[0], "preserve": saliencies[1]}, tmp)
+            tmp.rename(path / FISHER_FILE)
+        else:
+            save(path, masks, key_parts, saliencies if save_fisher else None)
+        return CachedMask(masks, path, key, cached=False)
