@@ -7,13 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import wandb
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
-from unlearn import loggers
+from unlearn import dashboard, loggers
+from unlearn.config import EVAL_SPLITS
+from unlearn.errors import UserError
+from unlearn.eval.metrics import METRICS
 
 from .conftest import CONF
 
@@ -48,11 +52,12 @@ RECORDS = [
 ]
 
 
-def cfg(**logger):
+def cfg(method=None, **logger):
     return OmegaConf.create({
         "logger": {"name": "wandb", "project": "unlearn-test", "entity": None, "group": "vkd",
                    "mode": "offline", **logger},
-        "model": {"name": "tiny_llava"}, "method": {"name": "ga_diff"}, "forget_ratio": 5,
+        "model": {"name": "tiny_llava"}, "method": method or {"name": "ga_diff"},
+        "forget_ratio": 5,
         "perturbation": {"name": "gaussian"}, "prompt_style": {"name": "strict"},
         "trainable_modules": {"scope": "vision"}, "run_name": "ga_diff_tiny_llava_f5"})
 
@@ -65,13 +70,17 @@ def put(target: dict, item, value) -> None:
     target[last] = value
 
 
-def read_offline_run(run_dir: Path) -> dict:
+def read_offline_run(run_dir: Path, name: str = "offline-run-*") -> dict:
     """The run record, config, summary and history of an offline run's ``.wandb`` file, the
-    updates applied in order (what ``wandb sync`` would upload)."""
-    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    updates applied in order (what ``wandb sync`` would upload).
+
+    ``run.finish()`` may return before wandb's service has written the file out: shutting the
+    service down first makes it complete (the next run starts a new one)."""
+    wandb.teardown()
+    (path,) = run_dir.glob(f"wandb/{name}/run-*.wandb")
     raw = path.read_bytes()
     assert raw[:4] == b":W&B"
-    out = {"run": None, "config": {}, "summary": {}, "history": []}
+    out = {"run": None, "config": {}, "summary": {}, "history": [], "exit_code": None}
     pos, chunks = HEADER, []
     while pos + HEADER <= len(raw):
         left = BLOCK - pos % BLOCK
@@ -87,6 +96,8 @@ def read_offline_run(run_dir: Path) -> dict:
             rec.ParseFromString(b"".join(chunks))
             chunks = []
             which = rec.WhichOneof("record_type")
+            if which == "exit":
+                out["exit_code"] = rec.exit.exit_code
             if which == "run":
                 out["run"] = rec.run
                 items = rec.run.config.update
@@ -172,8 +183,22 @@ def test_offline_run_holds_group_tags_config_summary_tables_and_images(tmp_path,
     assert np.asarray(Image.open(image)).tolist() == np.asarray(Image.open(png)).tolist()
     assert run["summary"]["report/tradeoff"]["_type"] == "image-file"
 
-    import wandb
     assert wandb.run is None  # closed: the next job of a multirun opens its own
+
+
+def test_each_job_of_a_multirun_is_its_own_run(tmp_path, monkeypatch):
+    """A job that failed after its run opened leaves it open: the next job closes it as failed
+    instead of logging into it."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    failed = loggers.build_logger(cfg(), tmp_path / "job0")
+    failed.experiment.log({"train/loss": 3.0})
+    done = loggers.build_logger(cfg(method={"name": "npo"}), tmp_path / "job1")
+    loggers.log_results(done, RESULTS, RECORDS, {}, tmp_path / "job1", samples=0)
+    first, second = read_offline_run(tmp_path / "job0"), read_offline_run(tmp_path / "job1")
+    assert (first["run"].job_type, first["exit_code"]) == ("ga_diff", 1)
+    assert (second["run"].job_type, second["exit_code"]) == ("npo", 0)
+    assert "train/loss" not in second["summary"]
+    assert second["summary"]["unlearned/forget/image_text/class_acc"] == 0.25
 
 
 def test_csv_logger_gets_no_results(tmp_path):
@@ -196,6 +221,38 @@ def test_group_is_the_experiment_choice_when_no_name_is_set():
     assert loggers.wandb_group(cfg()) == "vkd"
 
 
+# what a run logs besides the summary numbers: its tables and Lightning's training curve
+LOGGED = {"results/splits", "results/generations", "trainer/global_step", "train/loss"}
+
+
+def test_dashboard_plots_only_keys_a_run_logs():
+    full = {stage: {split: {mod: dict.fromkeys(METRICS, 0.5) for mod in ("image_text",
+                                                                         "text_only")}
+                    for split in EVAL_SPLITS} for stage in ("base", "unlearned")}
+    keys = dashboard.logged_keys(dashboard.workspace_spec("vkd", entity="me"))
+    assert keys[:2] == ["unlearned/forget/image_text/class_acc",
+                        "unlearned/retain/image_text/class_acc"]
+    assert set(keys) - LOGGED <= set(loggers.summary_metrics(full))
+    assert LOGGED <= set(keys)
+
+
+def test_dashboard_without_wandb_workspaces_says_how_to_get_it(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "wandb_workspaces", None)
+    with pytest.raises(UserError, match="pip install wandb-workspaces"):
+        dashboard.build_workspace(dashboard.workspace_spec("vkd", entity="me"))
+
+
+def test_dashboard_workspace_builds_offline():
+    pytest.importorskip("wandb_workspaces")
+    workspace = dashboard.build_workspace(dashboard.workspace_spec("vkd", entity="me"))
+    assert workspace.runset_settings.filters == "Metric('Group') == 'vkd'"
+    spec = workspace._to_model().model_dump(by_alias=True)
+    (scatter, *_) = spec["spec"]["section"]["panelBankConfig"]["sections"][0]["panels"]
+    assert (scatter["config"]["xAxis"], scatter["config"]["yAxis"]) == (
+        "summary:unlearned/forget/image_text/class_acc",
+        "summary:unlearned/retain/image_text/class_acc")
+
+
 @pytest.mark.slow
 def test_tiny_run_with_logger_wandb_writes_its_results_offline(tmp_path, monkeypatch):
     from unlearn.pipeline import run
@@ -211,8 +268,13 @@ def test_tiny_run_with_logger_wandb_writes_its_results_offline(tmp_path, monkeyp
     results = run(composed, tmp_path / "run")
     logged = read_offline_run(tmp_path / "run")
     assert logged["run"].job_type == "ga" and logged["run"].run_group == "default"
+    stages = [k.split("/")[0] for k in logged["summary"] if "/" in k]
+    assert (stages.count("base"), stages.count("unlearned"), stages.count("delta")) == (
+        48, 48, 48)  # 4 splits x 2 modalities x 6 metrics each
     for key, value in loggers.summary_metrics(results).items():
         assert logged["summary"][key] == pytest.approx(value, abs=1e-12), key
     assert any("train/loss" in step for step in logged["history"])
+    plotted = set(dashboard.logged_keys(dashboard.workspace_spec("default", entity="me")))
+    assert plotted - LOGGED <= set(logged["summary"])
     (generations,) = media(tmp_path / "run", "table/results/generations_*.table.json")
     assert len(json.loads(generations.read_text())["data"]) == 3

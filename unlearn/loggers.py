@@ -15,6 +15,7 @@ from itertools import chain, zip_longest
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -63,7 +64,6 @@ def wandb_group(cfg: DictConfig) -> str:
     group = cfg.logger.get("group")
     if group:
         return str(group)
-    from hydra.core.hydra_config import HydraConfig
     if HydraConfig.initialized():
         return str(HydraConfig.get().runtime.choices.get("experiment") or "default")
     return "default"
