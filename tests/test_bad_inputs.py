@@ -67,6 +67,7 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["eval.relearn.control=maybe"], "eval.relearn.control='maybe' must be true or false"),
     (["eval.attack=relearn", "eval.splits=[retain]"],
      "eval.splits=['retain'] must hold 'forget' with eval.attack=relearn"),
+    (["logger=wandb", "logger.samples=-1"], "logger.samples=-1 must be an integer >= 0"),
 ]
 
 

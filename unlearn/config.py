@@ -87,7 +87,7 @@ POSITIVE_INTS: tuple[str, ...] = (
 NON_NEGATIVE_INTS: tuple[str, ...] = (
     "seed", "model.vanilla.seed", "resume.every_n_steps", "method.optim.warmup_steps",
     "model.vanilla.optim.warmup_steps", "model.vanilla.mcq_warmup.steps",
-    "eval.relearn.optim.warmup_steps",
+    "eval.relearn.optim.warmup_steps", "logger.samples",
 )
 POSITIVE_FLOATS: tuple[str, ...] = (
     "method.optim.lr", "model.vanilla.optim.lr", "model.vanilla.mcq_warmup.lr",

@@ -22,7 +22,7 @@ from unlearn.data.views import VIEW_ATTACKS, attack_view, intervention_view
 from unlearn.errors import UserError
 from unlearn.eval.evaluator import evaluate, few_shot_splits
 from unlearn.fidelity import deviations
-from unlearn.loggers import build_logger
+from unlearn.loggers import build_logger, log_results
 from unlearn.methods.base import Setup
 from unlearn.models.lora import merge_adapters, prepare_trainable
 from unlearn.models.reference import run_reference
@@ -188,6 +188,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "fidelity": deviations(cfg),
         "scale": {"model": model_scale(cfg), "values": scaled_values(cfg)},
     }
+    logger = build_logger(cfg, run_dir)
     if objective is not None:
         t = time.time()
         model, counts = prepare_trainable(model, cfg.trainable_modules)
@@ -204,7 +205,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             raise UserError(f"method={cfg.method.name!r} has nothing to train on: the {empty} "
                              f"set(s) of forget_ratio={cfg.forget_ratio} are empty")
         trainer = fit(model, processor, cfg.model.family, objective, train_sets, cfg.method,
-                      cfg.trainer, seed=cfg.seed, logger=build_logger(cfg, run_dir),
+                      cfg.trainer, seed=cfg.seed, logger=logger,
                       reference=reference, label=f"unlearning ({cfg.method.name})",
                       **stage_checkpoint(cfg, states, "unlearn"))
         model = merge_adapters(model)  # evaluation sees a plain transformers model
@@ -240,6 +241,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     write_json(run_dir / "metrics.json", results)
     write_jsonl(run_dir / "generations.jsonl", records)
     write_json(run_dir / "manifest.json", manifest)
+    log_results(logger, results, records, manifest, run_dir,
+                samples=int(cfg.logger.get("samples", 0)))
     shutil.rmtree(states, ignore_errors=True)  # the results stand: no resume needed
     print_results(results, title=f"{cfg.run_name}  →  {run_dir}")
     if attack in VIEW_ATTACKS:
