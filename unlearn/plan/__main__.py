@@ -11,6 +11,7 @@ the GPU size, the strategy and the sequence lengths. Exit status 1 on a bad inpu
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def table(p: Plan) -> Table:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    # peft asks transformers 5 a deprecated property when it wraps a model: not ours to fix
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     console = Console()
     try:
         result = plan(compose_plan(args))
