@@ -52,7 +52,7 @@ def test_llava7b_figures_by_hand():
     bucket copy of the gradients; FSDP over 4 divides the first three by 4."""
     ddp = plan(compose_plan(["model=llava7b", "trainable_modules=all", "trainer=ddp",
                              "trainer.devices=4", "method=ga"]))
-    rows = {name: value for name, value, _ in ddp.rows}
+    rows = {row.name: row.bytes for row in ddp.rows}
     trainable = LLAVA7B - CLIP_UNUSED
     assert ddp.trainable == trainable and ddp.strategy == "ddp" and ddp.devices == 4
     assert rows["gradients"] == 2 * trainable
@@ -61,19 +61,30 @@ def test_llava7b_figures_by_hand():
     assert rows["reference / teacher"] == 0
     # 7.06B x 2 bytes = 13.16 GiB of weights (+ buffers: rotary and position tables)
     assert 13.15 < rows["weights"] / GIB < 13.17
-    assert not ddp.fits  # 13.2 + 13.1 + 26.3 + 13.1 GiB before any activation
+    # at the optimizer step: weights + states + buckets + gradients + AdamW's sqrt buffer
+    assert ddp.phase == "the optimizer step"
+    assert ddp.peak == rows["weights"] + (4 + 2 + 2 + 2) * trainable
+    assert not ddp.fits  # 78.8 GiB of tensors + 2 GiB reserve > 80 GiB
     fsdp = plan(compose_plan(["model=llava7b", "trainable_modules=all", "trainer=fsdp",
                               "trainer.devices=4", "method=vgid"]))
-    shard = {name: value for name, value, _ in fsdp.rows}
+    shard = {row.name: row.bytes for row in fsdp.rows}
     assert fsdp.strategy == "fsdp"
     assert shard["gradients"] == rows["gradients"] / 4
     assert shard["optimizer states"] == rows["optimizer states"] / 4
     assert shard["reference / teacher"] == rows["weights"] / 4  # Vgid's frozen copy
 
 
+@pytest.mark.parametrize("overrides", [["method=vgid"], ["method=ga", "trainer=fsdp",
+                                                         "trainer.devices=4"],
+                                       ["method=mmunlearner", "trainable_modules=all"]])
+def test_the_rows_in_the_peak_add_up_to_it(overrides):
+    p = plan(compose_plan(["model=llava7b", *overrides]))
+    assert sum(row.bytes for row in p.rows if row.in_peak) == pytest.approx(p.peak, rel=1e-12)
+
+
 def test_lora_reference_is_free_and_adapters_are_fp32():
     vgid = plan(compose_plan(["model=llava7b", "method=vgid", "trainer.devices=1"]))
-    rows = {name: value for name, value, _ in vgid.rows}
+    rows = {row.name: row.bytes for row in vgid.rows}
     assert vgid.trainable == LLAVA7B_LORA
     assert rows["reference / teacher"] == 0             # adapters disabled, no copy
     assert rows["gradients"] == 4 * LLAVA7B_LORA         # peft keeps adapters in fp32
@@ -175,3 +186,15 @@ def test_predicted_peak_within_20_percent_of_the_measured_one(worlds, name, meth
     print(f"{name} {method}: predicted {predicted.peak / 2 ** 20:.2f} MiB, measured "
           f"{measured['peak_mib']:.2f} MiB, ratio {ratio:.3f}")
     assert 0.8 <= ratio <= 1.2
+
+
+def test_the_arch_block_is_no_part_of_the_vanilla_recipe():
+    """model.arch only describes the checkpoint for the planner: editing it (e.g. the image
+    side Qwen is assumed to see) must not invalidate a cached vanilla model."""
+    from unlearn.vanilla import vanilla_key
+
+    base = compose_plan(["model=qwen2vl7b"])
+    edited = compose_plan(["model=qwen2vl7b", "model.arch.image_size=672"])
+    assert vanilla_key(base, "data") == vanilla_key(edited, "data")
+    assert vanilla_key(base, "data") != vanilla_key(
+        compose_plan(["model=qwen2vl7b", "model.vanilla.epochs=4"]), "data")

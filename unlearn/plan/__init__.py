@@ -342,6 +342,16 @@ def teacher_pass(d: Dims, s: Step, extra_tokens: int) -> float:
 # ---- the plan
 
 
+@dataclass(frozen=True)
+class Row:
+    """A component: bytes per GPU, whether the peak holds it, what it is."""
+
+    name: str
+    bytes: float
+    in_peak: bool
+    note: str
+
+
 @dataclass
 class Plan:
     """Per-GPU bytes by component, the peak and whether it fits ``plan.gpu_gb``."""
@@ -351,8 +361,9 @@ class Plan:
     devices: int
     params: int
     trainable: int
-    rows: list[tuple[str, float, str]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     peak: float = 0.0          # tensors
+    phase: str = ""            # when the peak happens
     reserve: float = 0.0
     gpu: float = 0.0
 
@@ -470,25 +481,27 @@ def plan(cfg: DictConfig) -> Plan:
     sharded = f" / {shard}" if shard > 1 else ""
     graphs = " + ".join(prof.graphs) + (" (one at a time)" if per_term else "")
     t = step.text_tokens + d.image_tokens
+    at_optimizer = optimizer_phase > backward_phase
+    out.phase = "the optimizer step" if at_optimizer else "the backward's start"
     out.rows = [
-        ("weights", weights / shard, f"{out.params:,} parameters{sharded}"),
-        ("gradients", grads / shard, f"{out.trainable:,} trainable{sharded}"),
-        ("optimizer states", states / shard, f"AdamW exp_avg + exp_avg_sq{sharded}"),
-        ("reference / teacher", reference / shard,
-         "frozen copy" if reference and not prof.snapshot else
-         "snapshot of the trainable weights" if reference else
-         "adapters disabled: no copy" if prof.reference else "none"),
-        ("saliency mask", mask / shard, "1 byte per trainable element" if mask else "none"),
-        ("strategy", setup, setup_note or "none"),
-        ("activations", activations + batch_inputs,
-         f"batch {step.batch} x {t} positions ({step.text_tokens} text + {d.image_tokens} "
-         f"image), {graphs}" + (", checkpointed" if step.checkpointing else "")),
-        ("transient", backward_phase - activations - batch_inputs,
-         "backward's start: logit gradients, head gradient, MLP buffers"
-         if activations + back >= at_reference + teacher
-         else "reference / teacher forward: its logits at every position"),
+        Row("weights", weights / shard, True, f"{out.params:,} parameters{sharded}"),
+        Row("optimizer states", states / shard, True, f"AdamW exp_avg + exp_avg_sq{sharded}"),
+        Row("reference / teacher", reference / shard, True,
+            "frozen copy" if reference and not prof.snapshot else
+            "snapshot of the trainable weights" if reference else
+            "adapters disabled: no copy" if prof.reference else "none"),
+        Row("saliency mask", mask / shard, True,
+            "1 byte per trainable element" if mask else "none"),
+        Row("strategy", setup, True, setup_note or "none"),
+        Row("gradients", grads / shard, at_optimizer,
+            f"{out.trainable:,} trainable{sharded}; complete after the backward"),
+        Row("AdamW step temporary", grads / shard, at_optimizer, "sqrt(exp_avg_sq)"),
+        Row("activations", activations + batch_inputs, not at_optimizer,
+            f"batch {step.batch} x {t} positions ({step.text_tokens} text + {d.image_tokens} "
+            f"image), {graphs}" + (", checkpointed" if step.checkpointing else "")),
+        Row("transient", backward_phase - activations - batch_inputs, not at_optimizer,
+            "backward's start: logit gradients, head gradient, MLP buffers"
+            if activations + back >= at_reference + teacher
+            else "reference / teacher forward: its logits at every position"),
     ]
-    if optimizer_phase > backward_phase:
-        out.rows.append(("(peak is the optimizer step)", optimizer_phase - backward_phase,
-                         "gradients + AdamW temporary exceed the backward's working set"))
     return out

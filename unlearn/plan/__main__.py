@@ -50,17 +50,17 @@ def table(p: Plan) -> Table:
     out = Table(title=p.title, title_justify="left")
     out.add_column("component")
     out.add_column("GiB / GPU", justify="right")
+    out.add_column("in peak", justify="center")
     out.add_column("what")
-    for name, value, note in p.rows:
-        out.add_row(name, gib(value), note)
+    for row in p.rows:
+        out.add_row(row.name, gib(row.bytes), "x" if row.in_peak else "", row.note)
     out.add_section()
-    out.add_row("peak (tensors)", gib(p.peak),
-                "static + max(activations + transient, gradients + AdamW temporary)")
-    out.add_row("reserve", gib(p.reserve), "CUDA context, NCCL, allocator (plan.reserve_gb)")
-    out.add_row("total", gib(p.total), "")
+    out.add_row("peak (tensors)", gib(p.peak), "", f"the rows marked x, at {p.phase}")
+    out.add_row("reserve", gib(p.reserve), "", "CUDA context, NCCL, allocator (plan.reserve_gb)")
+    out.add_row("total", gib(p.total), "", "")
     margin = p.gpu - p.total
     verdict = "[green]yes[/green]" if p.fits else "[red]no[/red]"
-    out.add_row(f"fits {p.gpu / GIB:g} GiB", verdict,
+    out.add_row(f"fits {p.gpu / GIB:g} GiB", verdict, "",
                 f"margin {'+' if margin >= 0 else '-'}{gib(abs(margin))} GiB")
     return out
 
