@@ -110,7 +110,9 @@ def test_decoder_layer_formula_by_hand():
     (["plan.strategy=zero3"], "plan.strategy='zero3' is not one of ['single', 'ddp', 'fsdp']"),
     (["plan.strategy=single", "trainer.devices=2"], "use ddp or fsdp"),
     (["trainer.strategy=deepspeed"], "the planner knows DDP, FSDP and one device"),
-    (["plan.gpu_gb=0"], "plan.gpu_gb=0.0 must be > 0"),
+    (["plan.gpu_gb=0"], "plan.gpu_gb=0 must be a number > 0"),
+    (["plan.gpu_gb=big"], "plan.gpu_gb='big' must be a number > 0"),
+    (["plan.answer_tokens=-1"], "plan.answer_tokens=-1 must be an integer >= 0"),
     (["plan.text_tokens=0"], "plan.text_tokens=0 must be an integer >= 1"),
     (["method=none"], "method='none' does not train"),
 ])

@@ -51,8 +51,7 @@ GIB = 2 ** 30
 STRATEGIES: tuple[str, ...] = ("single", "ddp", "fsdp")
 GRAPH_KINDS: tuple[str, ...] = ("nll", "nll_full", "kl", "hidden", "vision")
 CONFIG_CLASSES = {family: cls.config_class for family, cls in MODEL_CLASSES.items()}
-HALF = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "bf16": torch.bfloat16,
-        "16": torch.float16}
+HALF = {"bf16-true": torch.bfloat16, "16-true": torch.float16}  # Lightning converts the model
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -397,18 +396,24 @@ def lora_layer_bytes(d: Dims, trainable_cfg: DictConfig, adapter: int, act: int,
     return (dropout + kept) * inputs + kept * int(trainable_cfg.lora.r) * len(targets)
 
 
+def check_plan(node: DictConfig) -> None:
+    """``plan.*`` values in range, each error naming its key."""
+    minimum = {"gpu_gb": (float, 0, ">"), "reserve_gb": (float, 0, ">="),
+               "text_tokens": (int, 1, ">="), "answer_tokens": (int, 0, ">="),
+               "instruction_tokens": (int, 0, ">=")}
+    for key, (kind, bound, op) in minimum.items():
+        value = node.get(key)
+        number = isinstance(value, int | float) and not isinstance(value, bool) and (
+            kind is float or isinstance(value, int))
+        if not number or (value <= bound if op == ">" else value < bound):
+            what = "a number" if kind is float else "an integer"
+            raise PlanError(f"plan.{key}={value!r} must be {what} {op} {bound}")
+
+
 def plan(cfg: DictConfig) -> Plan:
     """The per-GPU memory plan of ``cfg`` (a composed root config with a ``plan`` node)."""
     strategy, devices = strategy_of(cfg)
-    gpu_gb, reserve_gb = float(cfg.plan.gpu_gb), float(cfg.plan.reserve_gb)
-    if gpu_gb <= 0 or reserve_gb < 0:
-        raise PlanError(f"plan.gpu_gb={gpu_gb} must be > 0 and plan.reserve_gb={reserve_gb} "
-                        ">= 0")
-    for key in ("text_tokens", "answer_tokens", "instruction_tokens"):
-        value = cfg.plan[key]
-        if not isinstance(value, int) or value < 0 or (key == "text_tokens" and value < 1):
-            raise PlanError(f"plan.{key}={value!r} must be an integer >= "
-                            f"{1 if key == 'text_tokens' else 0}")
+    check_plan(cfg.plan)
     method = cfg.method
     prof = profile(method)
     precision = str(cfg.trainer.get("precision", "32-true"))
@@ -416,7 +421,7 @@ def plan(cfg: DictConfig) -> Plan:
     model = meta_model(cfg.model)
     d = Dims.of(model, cfg.model)
     model, counts = prepare_trainable(model, cfg.trainable_modules)
-    if precision in HALF:  # Lightning converts every floating parameter
+    if precision in HALF:
         model = model.to(HALF[precision])
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
@@ -476,8 +481,8 @@ def plan(cfg: DictConfig) -> Plan:
     title = (f"{cfg.model.name} · {method.name} · trainable_modules="
              f"{cfg.trainable_modules.scope} · {strategy} x {devices} · {precision}")
     out = Plan(title, strategy, devices, sum(p.numel() for p in params),
-               sum(p.numel() for p in trainable), peak=peak, reserve=reserve_gb * GIB,
-               gpu=gpu_gb * GIB)
+               sum(p.numel() for p in trainable), peak=peak,
+               reserve=float(cfg.plan.reserve_gb) * GIB, gpu=float(cfg.plan.gpu_gb) * GIB)
     sharded = f" / {shard}" if shard > 1 else ""
     graphs = " + ".join(prof.graphs) + (" (one at a time)" if per_term else "")
     t = step.text_tokens + d.image_tokens
