@@ -101,6 +101,7 @@ def data_recipe(cfg: DictConfig, bench: Any = None) -> Any:
 def vanilla_recipe(cfg: DictConfig, data: Any) -> dict[str, Any]:
     """Everything that produces the vanilla model, as recorded beside it."""
     model = plain(cfg.model)
+    model.pop("arch", None)  # the memory planner's copy of the checkpoint's config: no input
     model["vanilla"] = {k: v for k, v in (model.get("vanilla") or {}).items()
                         if k not in SOURCE_KEYS}
     trainer = plain(stage_trainer(cfg))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from torch.utils._pytree import tree_flatten
 from unlearn.bench.table import Row, ratio_row
 from unlearn.bench.world import World
 from unlearn.config import build_objective
+from unlearn.data.collate import IGNORE
 from unlearn.methods.mmunlearner import MMUnlearner
 from unlearn.methods.saliency import trainable
 from unlearn.methods.vkd import VKD
@@ -102,6 +103,20 @@ def synthetic_masks(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Te
     return {n: torch.rand(p.shape, generator=gen) < 0.5 for n, p in trainable(model).items()}
 
 
+def positions(batch: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[int, int]]:
+    """(padded length, positions labelled in some sample) of each encoded batch, by split
+    (a pair's views as ``forget.student`` / ``forget.teacher``): the sequence a step runs,
+    as the memory planner (:mod:`unlearn.plan`) takes it."""
+    if "input_ids" in batch:
+        labelled = (batch["labels"][:, 1:] != IGNORE).any(0).sum()
+        return {prefix.rstrip("."): (batch["input_ids"].shape[1], int(labelled))}
+    out = {}
+    for name, value in batch.items():
+        if isinstance(value, Mapping):
+            out |= positions(value, f"{prefix}{name}.")
+    return out
+
+
 def measure(world: World, cfg: DictConfig, steps: int, checkpointing: bool = False,
             per_term: bool = False) -> dict[str, Any]:
     """Peak memory of ``steps`` optimiser steps of ``cfg.method`` under its trainable scope."""
@@ -143,7 +158,7 @@ def measure(world: World, cfg: DictConfig, steps: int, checkpointing: bool = Fal
     return {"method": cfg.method.name, "scope": cfg.trainable_modules.scope,
             "reference": type(reference).__name__ if reference is not None else "-",
             "trainable": counts["trainable"], "static_mib": static / MIB,
-            "peak_mib": tracker.peak / MIB}
+            "peak_mib": tracker.peak / MIB, "positions": positions(batch)}
 
 
 def memory_table(world: World, steps: int = 2, methods: Sequence[str] = METHODS,

@@ -13,26 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    LlavaForConditionalGeneration,
-    PreTrainedModel,
-    ProcessorMixin,
-    Qwen2_5_VLForConditionalGeneration,
-    Qwen2VLForConditionalGeneration,
-)
+from transformers import PreTrainedModel, ProcessorMixin
 
 from unlearn.errors import UserError
-from unlearn.models.tiny import ARCHS, build_tiny, load_tiny_processor, set_generation_defaults
+from unlearn.models.tiny import (
+    ARCHS,
+    MODEL_CLASSES,
+    build_tiny,
+    load_tiny_processor,
+    set_generation_defaults,
+)
 
 FAMILIES: tuple[str, ...] = ARCHS
 SOURCES: tuple[str, ...] = ("tiny", "pretrained")
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-}
-MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
-    "llava": LlavaForConditionalGeneration,
-    "qwen2_vl": Qwen2VLForConditionalGeneration,
-    "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
 }
 # What a local model folder in the hub layout holds: each entry is satisfied by any one of its
 # files (hub repos keep the image processor in preprocessor_config.json, transformers 5's

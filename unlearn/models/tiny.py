@@ -20,6 +20,7 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     ProcessorMixin,
@@ -38,6 +39,11 @@ from transformers import Qwen2VLImageProcessorPil as Qwen2VLImageProcessor
 from transformers.utils import is_torchvision_available
 
 ARCHS: tuple[str, ...] = ("llava", "qwen2_vl", "qwen2_5_vl")
+MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "llava": LlavaForConditionalGeneration,
+    "qwen2_vl": Qwen2VLForConditionalGeneration,
+    "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+}
 
 # Verbatim from llava-hf/llava-1.5-7b-hf and Qwen/Qwen2-VL-*-Instruct, so prompts match the hub.
 LLAVA_CHAT_TEMPLATE = (
@@ -254,102 +260,129 @@ def build_tiny(
         raise ValueError(f"unknown tiny size {size!r}; allowed: {sorted(SIZES)}")
     image_size = image_size or DEFAULT_IMAGE_SIZE[arch]
     tok = build_tokenizer(arch, SIZES[size].vocab, extra_corpus)
+    config = tiny_config(arch, size, image_size, init_std, tok)
     torch.manual_seed(seed)
+    model = MODEL_CLASSES[arch](config)
     if arch == "llava":
-        model, proc = _build_llava(SIZES[size], image_size, tok, init_std)
+        proc = _llava_processor(image_size, tok)
     else:
-        model, proc = _build_qwen(SIZES[size], arch, image_size, tok, init_std)
+        pixels = image_size * image_size
+        improc = Qwen2VLImageProcessor(
+            min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2,
+            temporal_patch_size=2, image_mean=CLIP_MEAN, image_std=CLIP_STD,
+        )
+        proc = _qwen_processor(arch, improc, tok, pixels)
     set_generation_defaults(model, tok)
     return model, proc
 
 
-def _build_llava(
-    s: TinySize, image_size: int, tok: PreTrainedTokenizerFast, init_std: float
-) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """LLaVA-1.5 layout: CLIP ViT, penultimate-layer features without CLS, 2-layer MLP projector."""
+def tiny_config(arch: str, size: str = "tiny", image_size: int | None = None,
+                init_std: float = 0.02, tokenizer: PreTrainedTokenizerFast | None = None
+                ) -> PretrainedConfig:
+    """The config :func:`build_tiny` builds its model from.
+
+    Without ``tokenizer`` the vocabulary is the size's (the tokenizer trains to exactly that
+    many tokens) and the special-token ids keep their defaults: every shape of the model
+    without training a tokenizer, which is what the memory planner (:mod:`unlearn.plan`)
+    needs to build it on the meta device.
+    """
+    _check_arch(arch)
+    if size not in SIZES:
+        raise ValueError(f"unknown tiny size {size!r}; allowed: {sorted(SIZES)}")
+    image_size = image_size or DEFAULT_IMAGE_SIZE[arch]
+    if arch == "llava":
+        return _llava_config(SIZES[size], image_size, tokenizer, init_std)
+    return _qwen_config(SIZES[size], arch, image_size, tokenizer, init_std)
+
+
+def _llava_patch(image_size: int) -> int:
     patch = next((p for p in (16, 14) if image_size % p == 0), None)
     if patch is None:
         raise ValueError(f"llava image_size must be a multiple of 16 or 14, got {image_size}")
+    return patch
+
+
+def _token_ids(tok: PreTrainedTokenizerFast | None, **tokens: str) -> dict[str, int]:
+    """Config keys -> ids of the named tokens; none without a tokenizer (defaults stay)."""
+    if tok is None:
+        return {}
+    return {key: tok.convert_tokens_to_ids(token) for key, token in tokens.items()}
+
+
+def _llava_config(s: TinySize, image_size: int, tok: PreTrainedTokenizerFast | None,
+                  init_std: float) -> LlavaConfig:
+    """LLaVA-1.5 layout: CLIP ViT, penultimate-layer features without CLS, 2-layer MLP projector."""
+    patch = _llava_patch(image_size)
+    specials = {} if tok is None else {
+        "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id}
     text_cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=s.lm_hidden, intermediate_size=s.lm_inter,
-        num_hidden_layers=s.lm_layers, num_attention_heads=s.lm_heads,
-        num_key_value_heads=s.lm_kv, max_position_embeddings=1024,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, tie_word_embeddings=s.tie_embeddings,
-        initializer_range=init_std,
+        vocab_size=s.vocab if tok is None else len(tok), hidden_size=s.lm_hidden,
+        intermediate_size=s.lm_inter, num_hidden_layers=s.lm_layers,
+        num_attention_heads=s.lm_heads, num_key_value_heads=s.lm_kv,
+        max_position_embeddings=1024, tie_word_embeddings=s.tie_embeddings,
+        initializer_range=init_std, **specials,
     )
     vis_cfg = CLIPVisionConfig(
         hidden_size=s.v_hidden, intermediate_size=s.v_inter, num_hidden_layers=s.v_layers,
         num_attention_heads=s.v_heads, image_size=image_size, patch_size=patch,
         projection_dim=s.v_hidden,
     )
-    cfg = LlavaConfig(
+    return LlavaConfig(
         vision_config=vis_cfg, text_config=text_cfg,
-        image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_seq_length=(image_size // patch) ** 2, vision_feature_layer=-2,
         vision_feature_select_strategy="default", projector_hidden_act="gelu",
+        **_token_ids(tok, image_token_index="<image>"),
     )
+
+
+def _llava_processor(image_size: int, tok: PreTrainedTokenizerFast) -> ProcessorMixin:
+    patch = _llava_patch(image_size)
     improc = CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
         do_resize=True, do_center_crop=True, do_rescale=True, do_normalize=True,
         do_convert_rgb=True, image_mean=CLIP_MEAN, image_std=CLIP_STD,
     )
     # num_additional_image_tokens=1: CLS is counted then dropped by "default" (G4).
-    proc = LlavaProcessor(
+    return LlavaProcessor(
         image_processor=improc, tokenizer=tok, patch_size=patch,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
-    return LlavaForConditionalGeneration(cfg), proc
 
 
-def _build_qwen(
-    s: TinySize, arch: str, image_size: int, tok: PreTrainedTokenizerFast, init_std: float
-) -> tuple[PreTrainedModel, ProcessorMixin]:
+def _qwen_config(s: TinySize, arch: str, image_size: int, tok: PreTrainedTokenizerFast | None,
+                 init_std: float) -> PretrainedConfig:
     """Qwen2-VL / Qwen2.5-VL layout: patch 14, 2x2 merger (the projector), M-RoPE LM."""
     if image_size % 28:
         raise ValueError(f"qwen image_size must be a multiple of 28, got {image_size}")
     half = s.lm_hidden // s.lm_heads // 2  # M-RoPE sections (t, h, w) must sum to head_dim / 2
     section = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
     text_cfg = dict(
-        vocab_size=len(tok), hidden_size=s.lm_hidden, intermediate_size=s.lm_inter,
-        num_hidden_layers=s.lm_layers, num_attention_heads=s.lm_heads,
-        num_key_value_heads=s.lm_kv, max_position_embeddings=1024,
+        vocab_size=s.vocab if tok is None else len(tok), hidden_size=s.lm_hidden,
+        intermediate_size=s.lm_inter, num_hidden_layers=s.lm_layers,
+        num_attention_heads=s.lm_heads, num_key_value_heads=s.lm_kv,
+        max_position_embeddings=1024,
         rope_parameters={"rope_type": "default", "mrope_section": section, "rope_theta": 1e6},
-        bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        initializer_range=init_std,
+        bos_token_id=None, initializer_range=init_std,
+        eos_token_id=None if tok is None else tok.eos_token_id,
+        pad_token_id=None if tok is None else tok.pad_token_id,
     )
-    token_ids = {
-        key: tok.convert_tokens_to_ids(token)
-        for key, token in (
-            ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
-        )
-    }
+    token_ids = _token_ids(
+        tok, image_token_id="<|image_pad|>", video_token_id="<|video_pad|>",
+        vision_start_token_id="<|vision_start|>", vision_end_token_id="<|vision_end|>")
     common = dict(depth=s.v_layers, num_heads=s.v_heads, patch_size=14, spatial_merge_size=2,
                   temporal_patch_size=2)
     if arch == "qwen2_vl":
         vis_cfg = dict(common, embed_dim=s.v_hidden, hidden_size=s.lm_hidden,
                        mlp_ratio=s.v_inter // s.v_hidden)
-        model: PreTrainedModel = Qwen2VLForConditionalGeneration(
-            Qwen2VLConfig(text_config=text_cfg, vision_config=vis_cfg,
-                          tie_word_embeddings=s.tie_embeddings, **token_ids)
-        )
-    else:
-        vis_cfg = dict(common, hidden_size=s.v_hidden, intermediate_size=s.v_inter,
-                       out_hidden_size=s.lm_hidden, window_size=56,
-                       fullatt_block_indexes=[s.v_layers - 1])
-        model = Qwen2_5_VLForConditionalGeneration(
-            Qwen2_5_VLConfig(text_config=text_cfg, vision_config=vis_cfg,
+        return Qwen2VLConfig(text_config=text_cfg, vision_config=vis_cfg,
                              tie_word_embeddings=s.tie_embeddings, **token_ids)
-        )
-    pixels = image_size * image_size
-    improc = Qwen2VLImageProcessor(
-        min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2, temporal_patch_size=2,
-        image_mean=CLIP_MEAN, image_std=CLIP_STD,
-    )
-    return model, _qwen_processor(arch, improc, tok, pixels)
+    vis_cfg = dict(common, hidden_size=s.v_hidden, intermediate_size=s.v_inter,
+                   out_hidden_size=s.lm_hidden, window_size=56,
+                   fullatt_block_indexes=[s.v_layers - 1])
+    return Qwen2_5_VLConfig(text_config=text_cfg, vision_config=vis_cfg,
+                            tie_word_embeddings=s.tie_embeddings, **token_ids)
 
 
 class Qwen2VLProcessorNoVideo(Qwen2VLProcessor):
