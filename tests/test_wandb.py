@@ -278,3 +278,22 @@ def test_tiny_run_with_logger_wandb_writes_its_results_offline(tmp_path, monkeyp
     assert plotted - LOGGED <= set(logged["summary"])
     (generations,) = media(tmp_path / "run", "table/results/generations_*.table.json")
     assert len(json.loads(generations.read_text())["data"]) == 3
+
+
+def test_an_experiments_report_goes_to_one_report_run(tmp_path, monkeypatch):
+    """The sweep's report (PNGs, CSV) lands in one W&B run of the experiment's group."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "report"
+    out.mkdir()
+    Image.fromarray(np.full((3, 5, 3), 90, dtype=np.uint8)).save(out / "vgid_table3_tradeoff.png")
+    (out / "vgid_table3.csv").write_text("row,forget img class_acc\nGA,64.0\nBase,80.0\n")
+    loggers.log_report(cfg(), out, "vgid_table3")
+
+    run = read_offline_run(out)
+    assert (run["run"].run_group, run["run"].job_type) == ("vkd", "report")
+    assert run["run"].display_name == "vgid_table3 report"
+    assert run["summary"]["report/vgid_table3_tradeoff"]["_type"] == "image-file"
+    (table,) = sorted(out.glob("wandb/offline-run-*/files/media/table/report/table_*.table.json"))
+    assert json.loads(table.read_text())["data"] == [["GA", "64.0"], ["Base", "80.0"]]
+    loggers.log_report(cfg(name="csv"), tmp_path / "none", "x")  # other loggers: nothing
+    assert not (tmp_path / "none").exists()

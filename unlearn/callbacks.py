@@ -65,6 +65,12 @@ class ReportOnJobEnd(Callback):
                 log.error("report of %s failed: %s", sweep, err)
                 return
             log.info("report: %s", out / f"{spec.name}.md")
+            from unlearn.loggers import log_report
+
+            try:
+                log_report(config, out, spec.name)
+            except Exception as err:  # W&B trouble must not stop the sweep either
+                log.error("report of %s not sent to W&B: %s", sweep, err)
 
     @staticmethod
     def _record_failure(job_dir: Path, error: BaseException) -> None:

@@ -6,6 +6,8 @@ the CSV logger keeps only the training curves (the run directory holds the resul
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import logging
 import math
 import os
@@ -113,6 +115,30 @@ def log_results(logger: Any, results: Mapping, records: Sequence[Mapping],
             columns=list(GENERATION_COLUMNS), data=generation_rows(records, samples))
     run.log(tables)
     log_images(run, sorted(run_dir.glob("*.png")))
+    run.finish()
+
+
+def log_report(cfg: DictConfig, out: Path, name: str) -> None:
+    """An experiment's report (``out``: its tables and PNGs) to W&B when the sweep logs there:
+    one run per sweep (``job_type`` report, in the experiment's group) that every rendering
+    updates, with the figures as images and the CSV as a table."""
+    if cfg.logger.name != "wandb":
+        return
+    import wandb
+    mode = cfg.logger.get("mode", "auto")
+    if mode == "auto":
+        online = os.environ.get("WANDB_MODE") != "offline" and wandb_reachable()
+        mode = "online" if online else "offline"
+    run_id = "report-" + hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
+    run = wandb.init(project=cfg.logger.project, entity=cfg.logger.get("entity"),
+                     group=wandb_group(cfg), job_type="report", name=f"{name} report",
+                     id=run_id, resume="allow", dir=str(out), mode=mode, reinit=True)
+    csv_file = out / f"{name}.csv"
+    if csv_file.is_file():
+        with csv_file.open(newline="") as f:
+            header, *rows = list(csv.reader(f))
+        run.log({"report/table": wandb.Table(columns=header, data=rows)})
+    log_images(run, sorted(out.glob("*.png")))
     run.finish()
 
 
