@@ -273,7 +273,9 @@ def _mcq_warmup(cfg: DictConfig, model: Any, processor: Any, objective: FineTune
     seed = vanilla_seed(cfg)
     hints = FreshHints(train, int(warm.steps) * int(warm.batch_size), seed=seed)
     log.info("multiple-choice warm-up: %d steps of %d hint items", warm.steps, warm.batch_size)
-    stage = OmegaConf.merge(cfg.model.vanilla, {
+    # from a plain copy: a model config without `length_groups` (the Qwen twins') is
+    # struct-locked and would refuse the new key
+    stage = OmegaConf.merge(plain(cfg.model.vanilla), {
         "epochs": 1, "batch_size": warm.batch_size,
         "length_groups": warm.get("length_groups", 1),
         "optim": {"lr": warm.lr, "schedule": warm.schedule}})
