@@ -37,6 +37,8 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["method.loss_scope=everything"], "method.loss_scope='everything' is not one of"),
     (["perturbation=gaussian", "perturbation.sigma=0"], "perturbation.sigma=0 must be > 0"),
     (["model.vanilla.length_groups=0"], "model.vanilla.length_groups=0 must be an integer >= 1"),
+    (["~model.vanilla.trainer.accelerator"],
+     "model.vanilla.trainer lacks ['accelerator']: it is the vanilla stage's whole trainer"),
     (["model.vanilla.mcq_warmup.mix=1.5"], "model.vanilla.mcq_warmup.mix=1.5 must be in [0, 1)"),
     (["method=vgid", "method.loss_scope=full"], "method.loss_scope='full' is not one of"),
     (["model.dtype=float64"], "model.dtype='float64' is not one of"),

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from unlearn import vanilla
 from unlearn.models.loading import load_model_and_processor, save_checkpoint
 from unlearn.ship import MAX_BYTES, finetune_digest, folder_bytes
+from unlearn.utils import plain
 
 from .conftest import CONF
 
@@ -46,12 +47,35 @@ def test_key_follows_the_stage_seed_not_the_run_seed_nor_the_unlearning_strategy
     cfg = default_cfg()
     key = vanilla.vanilla_key(cfg, "data")
     assert vanilla.vanilla_key(default_cfg("seed=3"), "data") == key
-    assert vanilla.vanilla_key(default_cfg("trainer=ddp_cpu"), "data") == key
     assert vanilla.vanilla_key(default_cfg("model.vanilla.seed=1"), "data") != key
     assert vanilla.vanilla_key(default_cfg("model.vanilla.trainer.precision=bf16-mixed"),
                                "data") != key
     assert vanilla.vanilla_key(cfg, "other data") != key
-    assert vanilla.stage_trainer(default_cfg("trainer=ddp_cpu")).devices == 1
+    assert vanilla.vanilla_key(default_cfg("model.vanilla.trainer=null"), "data") == key
+    assert vanilla.vanilla_key(default_cfg("model.vanilla.trainer=null", "trainer=ddp_cpu"),
+                               "data") != key  # null: the run's trainer builds it
+
+
+TINY_STAGE = {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": "32-true",
+              "gradient_clip_val": 1.0}
+GPU_STAGE = {"accelerator": "gpu", "devices": 1, "strategy": "auto", "precision": "bf16-mixed",
+             "gradient_clip_val": None}
+
+
+@pytest.mark.parametrize(("model", "stage", "key"), [
+    ("tiny_llava", TINY_STAGE, "e5520e48b77e5bd4"),  # the shipped model's
+    ("llava7b", GPU_STAGE, "018c05eed87fdf3c"),      # its key under trainer=gpu before
+])
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "ddp_cpu",
+                                     "gpu +trainer.accumulate_grad_batches=4"])
+def test_the_unlearning_trainer_neither_changes_nor_rebuilds_the_base_model(model, stage, key,
+                                                                           trainer):
+    """Every trainer option gives one vanilla fingerprint (one cache entry, one shipped model)
+    and the stage trains with its own trainer: one device, no strategy, the run's settings
+    (accumulation here) left out."""
+    cfg = default_cfg(f"model={model}", *(f"trainer={trainer}").split())
+    assert vanilla.vanilla_key(cfg, vanilla.data_recipe(cfg)) == key
+    assert plain(vanilla.stage_trainer(cfg)) == stage
 
 
 def test_data_recipe_of_the_twin_needs_no_build_and_follows_its_arguments():

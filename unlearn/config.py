@@ -102,6 +102,10 @@ BETAS: tuple[str, ...] = ("method.optim.betas", "model.vanilla.optim.betas",
 LORA_POSITIVE: tuple[str, ...] = ("trainable_modules.lora.r", "trainable_modules.lora.alpha")
 
 
+# What the vanilla stage's own trainer must name: where and in which precision it trains.
+VANILLA_TRAINER = ("accelerator", "devices", "strategy", "precision")
+
+
 class ConfigError(UserError, ValueError):
     """A config value outside its allowed set."""
 
@@ -167,6 +171,12 @@ def validate(cfg: DictConfig) -> None:
         groups = OmegaConf.select(cfg, key, default=1)
         if not isinstance(groups, int) or groups < 1:
             raise ConfigError(f"{key}={groups!r} must be an integer >= 1")
+    own = OmegaConf.select(cfg, "model.vanilla.trainer", default=None)
+    missing = own is not None and [k for k in VANILLA_TRAINER if k not in own]
+    if missing:  # partial settings would take Lightning's defaults (accelerator: auto)
+        raise ConfigError(f"model.vanilla.trainer lacks {missing}: it is the vanilla stage's "
+                          f"whole trainer and names {list(VANILLA_TRAINER)} (null: the run's "
+                          "trainer)")
     mix = OmegaConf.select(cfg, "model.vanilla.mcq_warmup.mix", default=0.0)
     if not 0 <= float(mix) < 1:
         raise ConfigError(f"model.vanilla.mcq_warmup.mix={mix!r} must be in [0, 1)")

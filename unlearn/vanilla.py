@@ -76,9 +76,11 @@ NUMERIC_LIBRARIES = ("torch", "transformers")
 
 
 def stage_trainer(cfg: DictConfig) -> DictConfig:
-    """The stage's trainer: the run's ``trainer`` with ``model.vanilla.trainer`` on top, so the
-    unlearning strategy (DDP, a GPU) does not change the base model."""
-    return OmegaConf.merge(cfg.trainer, cfg.model.vanilla.get("trainer") or {})
+    """The stage's trainer: ``model.vanilla.trainer`` alone, so that the unlearning strategy
+    (``trainer``: DDP, a GPU, accumulation) neither rebuilds nor changes the base model; when
+    that is null, the run's ``trainer`` (then the strategy is part of the fingerprint)."""
+    own = cfg.model.vanilla.get("trainer")
+    return cfg.trainer if own is None else own
 
 
 def vanilla_seed(cfg: DictConfig) -> int:
