@@ -1,6 +1,13 @@
-"""Two CPU processes (gloo) run a few GA steps and end with identical, updated weights."""
+"""Two CPU processes (gloo) run a few GA steps and end with identical, updated weights; a
+signal to their launcher stops them all."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -11,6 +18,7 @@ from unlearn.data.mllmu import MLLMUBench
 from unlearn.methods.gradient import GradientAscent
 from unlearn.models.loading import load_model_and_processor
 from unlearn.models.modules import select_trainable
+from unlearn.resume import checkpoint_step
 from unlearn.train import fit
 
 from .conftest import CONF
@@ -116,3 +124,119 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_bench_dir, tmp_
     moved = sum(float((a - b).abs().sum()) for a, b in zip(one["weights"], ranks[0]["weights"],
                                                              strict=True))
     assert moved < 1e-2  # (the update itself moves them by far more: see the GA test above)
+
+
+class SignalRank(L.Callback):
+    """Rank ``rank`` sends itself SIGTERM while step ``at`` trains."""
+
+    def __init__(self, rank: int, at: int):
+        self.rank, self.at = rank, at
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_rank == self.rank and trainer.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_both_at_the_same_step(tiny_bench_dir, tmp_path):
+    """Rank 1 alone gets SIGTERM in step 3: both ranks agree at its end, the state of step 3
+    is saved and both raise Interrupted (alone, rank 1 would stop and rank 0 wait for it in
+    the next step's all-reduce forever)."""
+    bench = MLLMUBench(str(tiny_bench_dir), forget_ratio=10, seed=0)
+    model, processor = load_model_and_processor(OmegaConf.create({
+        "family": "llava", "source": "tiny", "tiny": {"size": "tiny", "image_size": 64}}))
+    stage = OmegaConf.create({"epochs": 4, "batch_size": 2, "loss_scope": "answer",
+                              "optim": {"lr": 1e-3, "schedule": "constant"}})
+    select_trainable(model, "all")  # but the vision layers LLaVA does not read (DDP refuses them)
+    trainer_cfg = OmegaConf.load(f"{CONF}/trainer/ddp_cpu.yaml")
+    forget = bench.forget_train()[:8]
+    with pytest.raises(Exception, match=r"(?s)-- Process \d terminated.*Interrupted: SIGTERM "
+                                        r"at step 3 of test; its state is saved in"):
+        fit(model, processor, "llava", GradientAscent(), {"forget": forget}, stage, trainer_cfg,
+            seed=0, label="test", checkpoint=tmp_path / "stage.ckpt",
+            callbacks=[SignalRank(rank=1, at=2)])
+    assert checkpoint_step(tmp_path / "stage.ckpt") == 3
+
+
+def _group(pgid: int) -> set[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    alive = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            state, _, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(group) == pgid and state != "Z":
+            alive.add(int(entry.name))
+    return alive
+
+
+def _children(pid: int) -> set[int]:
+    return {int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()}
+
+
+@pytest.fixture(scope="module")
+def shared_root(tmp_path_factory):
+    """One root for the stop tests: the first builds the vanilla model, the others reuse it."""
+    return tmp_path_factory.mktemp("stop")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize(("seed", "signum", "to"), [
+    (0, signal.SIGTERM, "launcher"),  # kill PID
+    (1, signal.SIGKILL, "launcher"),  # kill -9 PID, the OOM killer
+    (2, signal.SIGTERM, "group"),     # timeout(1), Slurm: every process gets it
+])
+def test_every_rank_stops_when_the_launcher_is_stopped(shared_root, tmp_path, seed, signum, to):
+    """``python -m unlearn trainer=ddp_cpu`` in its own process group; once both forked ranks
+    train, the signal goes to the launcher (or the group). SIGTERM: the launcher relays it,
+    the ranks save the same step and stop, the launcher exits 128+15 with the resume message.
+    SIGKILL (no handler runs): the kernel sends the ranks SIGTERM (PR_SET_PDEATHSIG), they save
+    and stop. Before, the ranks trained on as orphans, and a SIGTERM sent to them too
+    deadlocked them (Lightning's handler runs a collective). ``seed``: a state of its own."""
+    run_dir = tmp_path / "run"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "unlearn", "trainer=ddp_cpu", "data.synthetic.num_profiles=4",
+         "data.synthetic.num_celebrities=1", "model.tiny.size=tiny", "model.vanilla.shipped=false",
+         "model.vanilla.epochs=1", "model.vanilla.mcq_warmup.steps=0", "eval.splits=[forget]",
+         "eval.max_new_tokens.generation=4", "method.epochs=1000", "progress.every_s=0",
+         "resume.every_n_steps=0", f"seed={seed}", f"paths.root={shared_root}",
+         f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "stderr").open("w"),
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    log = run_dir / "__main__.log"
+    try:
+        deadline = time.time() + 600
+        while not (log.exists() and "unlearning (ga): step 2/" in log.read_text()):
+            assert job.poll() is None and time.time() < deadline, (
+                tmp_path / "stderr").read_text()
+            time.sleep(0.2)
+        ranks = _children(job.pid)
+        assert len(ranks) == 2 and ranks < _group(job.pid)
+        os.killpg(job.pid, signum) if to == "group" else job.send_signal(signum)
+        start, gone = time.time(), {}
+        while True:
+            alive = _group(job.pid)
+            gone |= {pid: round(time.time() - start, 1) for pid in ranks - alive - set(gone)}
+            if not alive or time.time() > start + 120:
+                break
+            time.sleep(0.1)
+        print(f"{signal.Signals(signum).name} to the {to}: ranks gone after "
+              f"{sorted(gone.values())} s, the whole group after {time.time() - start:.1f} s")
+        assert not alive
+    finally:
+        for pid in _group(job.pid):
+            os.kill(pid, signal.SIGKILL)
+        job.wait()
+    states = list(shared_root.glob(".cache/resume/*/unlearn.ckpt"))
+    (state,) = [p for p in states if p.stat().st_mtime >= start]  # saved on the signal only
+    step = checkpoint_step(state)
+    assert step >= 2
+    if signum == signal.SIGTERM:
+        assert job.returncode == 128 + signal.SIGTERM
+        assert (f"error: stopped by SIGTERM at step {step} of unlearning (ga); its state is "
+                f"saved in {state}: rerun the same command") in (tmp_path / "stderr").read_text()
+    else:
+        assert job.returncode == -signal.SIGKILL

@@ -107,20 +107,45 @@ def test_a_finished_stage_restores_its_weights_without_training(bench, tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(trained, model.parameters(), strict=True))
 
 
-def test_sigterm_saves_the_step_and_stops_with_a_resume_message(bench, tmp_path):
-    class Sigterm(Callback):
-        def on_train_batch_start(self, trainer, *args):
-            if trainer.global_step == 2:
-                trainer._signal_connector.received_sigterm = True
+class Signal(Callback):
+    """Sends ``signum`` to this process while step ``at`` trains."""
 
+    def __init__(self, signum: int, at: int = 2):
+        self.signum, self.at = signum, at
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == self.at:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("saved", [True, False])
+def test_sigterm_saves_the_step_and_stops_with_a_resume_message(bench, tmp_path, saved):
     objective, splits, cfg = forget_retain(bench)
     model, processor = tiny_model()
     ckpt = tmp_path / "stage.ckpt"
-    with pytest.raises(Interrupted, match=r"SIGTERM at step 3 of test; its state is saved in "
-                                          r".*stage.ckpt: rerun the same command"):
+    then = (r"its state is saved in .*stage.ckpt: rerun the same command" if saved
+            else r"no state is saved \(resume.enabled=false\)$")
+    with pytest.raises(Interrupted, match=r"^SIGTERM at step 3 of test; " + then):
         fit(model, processor, "llava", objective, splits(), cfg, TRAINER, seed=3,
-            label="test", checkpoint=ckpt, callbacks=[Sigterm()])
-    assert checkpoint_step(ckpt) == 3
+            label="test", callbacks=[Signal(signal.SIGTERM)], **(
+                {"checkpoint": ckpt} if saved else {}))
+    assert checkpoint_step(ckpt) == (3 if saved else None)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the stage
+
+
+def test_a_second_ctrl_c_stops_at_once(bench, tmp_path):
+    class Twice(Callback):
+        def on_train_batch_start(self, trainer, *args):
+            if trainer.global_step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+
+    objective, splits, cfg = forget_retain(bench)
+    model, processor = tiny_model()
+    with pytest.raises(SystemExit):  # Lightning's answer to KeyboardInterrupt: exit(1)
+        fit(model, processor, "llava", objective, splits(), cfg, TRAINER, seed=3,
+            label="test", checkpoint=tmp_path / "stage.ckpt", callbacks=[Twice()])
+    assert checkpoint_step(tmp_path / "stage.ckpt") is None  # not even the step was saved
 
 
 def test_an_unreadable_state_is_moved_aside_and_the_stage_starts_over(bench, tmp_path):

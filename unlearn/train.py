@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from unlearn.data.views import PairCollator
 from unlearn.methods.base import Objective
 from unlearn.module import UnlearnModule
 from unlearn.progress import PlainProgress, interactive
-from unlearn.resume import ResumeCheckpoints, checkpoint_step
+from unlearn.resume import ResumeCheckpoints, StopOnSignal, checkpoint_step
 from unlearn.utils import plain, set_aside
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     terminal (there the live bar is off) and in the message of an interrupted stage.
     ``checkpoint``: where the stage saves its state (every ``every_n_steps`` steps, at the
     end, on SIGTERM/SIGINT) and resumes from when a saved state is there (:mod:`.resume`).
+    SIGTERM/SIGINT stop every rank at the end of the same step and raise
+    :class:`~unlearn.resume.Interrupted` (:class:`~unlearn.resume.StopOnSignal`).
 
     ``stage_cfg`` carries epochs, batch_size, loss_scope, optim and optionally
     gradient_checkpointing, backward_per_term and length_groups (a ``method`` node or the
@@ -84,9 +87,11 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
         kwargs.pop("gradient_clip_val", None)
     callbacks = list(callbacks)
     resume_from = None
+    stop = StopOnSignal(label)  # every rank stops at the same step on SIGTERM/SIGINT
     if checkpoint is not None:
-        callbacks.append(ResumeCheckpoints(checkpoint, every_n_steps, label))
+        stop = ResumeCheckpoints(checkpoint, every_n_steps, label)  # ... and saves there
         resume_from = _resumable(checkpoint, label)
+    callbacks.append(stop)
     if not interactive():
         kwargs.setdefault("enable_progress_bar", False)
         callbacks.append(PlainProgress(label))
@@ -104,13 +109,20 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
         # GNU OpenMP is not fork-safe: a forked worker whose parent already ran a parallel
         # region hangs in its first one (here: DDP's first parameter broadcast)
         torch.set_num_threads(1)
+    run = partial(trainer.fit, module, datamodule=data, ckpt_path=resume_from,
+                  weights_only=True)
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
+        if _forks_workers(trainer_cfg):
+            stop.relay(trainer, run)  # this process only waits: it relays signals
+        else:
+            run()
     finally:
         torch.set_num_threads(threads)
     model.eval()
     if checkpointing:
         model.gradient_checkpointing_disable()
+    if stop.signum:  # arrived after the last step: the stage is complete (and saved)
+        raise stop.stopped()
     return trainer
 
 
