@@ -29,6 +29,7 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["eval.splits=[]"], "eval.splits is empty"),
     (["eval.splits=[forget,bogus]"], "eval.splits has ['bogus']"),
     (["resume.every_n_steps=-1"], "resume.every_n_steps=-1 must be an integer >= 0"),
+    (["progress.every_s=-1"], "progress.every_s=-1 must be a number >= 0"),
     (["resume.enabled=sometimes"], "resume.enabled='sometimes' must be true or false"),
     (["forget_ratio=7"], "forget_ratio=7 is not one of [5, 10, 15]"),
     (["eval.letter_parser=first"], "eval.letter_parser='first' is not one of"),

@@ -1,10 +1,12 @@
 """Plain progress lines where the output is not a terminal."""
 
 import logging
+import re
 from types import SimpleNamespace
 
 import torch
 
+from unlearn import progress
 from unlearn.progress import PlainProgress
 
 
@@ -44,3 +46,35 @@ def test_a_resumed_stage_estimates_from_the_steps_it_ran(caplog):
     # 3 steps in 30 s: 37 left take 6m10s (from step 63 alone it would say 17 s)
     assert [r.getMessage() for r in caplog.records] == [
         "warm-up: step 63/100 (63%), loss -, 0.2 seq/s, ETA 6m10s"]
+
+
+def test_a_real_fit_off_a_terminal_prints_a_line_at_every_step(tiny_bench_dir, caplog,
+                                                              monkeypatch):
+    """Under pytest the output is captured, as in a Slurm log: no live bar, plain lines. With
+    ``progress.every_s=0`` one per step: 12 items in batches of 4, 2 epochs = steps 1..6."""
+    from omegaconf import OmegaConf
+
+    from unlearn.data.mllmu import MLLMUBench
+    from unlearn.methods.gradient import FineTune
+    from unlearn.train import fit
+
+    from .test_divergence import TRAINER, tiny_model
+
+    monkeypatch.setattr(progress, "_every_s", 30.0)
+    progress.configure(0)
+    model, processor = tiny_model()
+    items = MLLMUBench(str(tiny_bench_dir), forget_ratio=10, seed=0).finetune()[:12]
+    stage = OmegaConf.create({"epochs": 2, "batch_size": 4, "loss_scope": "answer",
+                              "optim": {"lr": 1e-3, "schedule": "constant"}})
+    with caplog.at_level(logging.INFO, logger="unlearn.progress"):
+        trainer = fit(model, processor, "llava", FineTune(), {"train": items}, stage, TRAINER,
+                      seed=0, label="vanilla epochs")
+    assert not trainer.progress_bar_callback  # the live bar is off
+    lines = [r.getMessage() for r in caplog.records if r.name == "unlearn.progress"]
+    parsed = [re.fullmatch(r"vanilla epochs: step (\d+)/6 \((\d+)%\), loss (\d+\.\d{4}), "
+                           r"(\d+\.\d) seq/s, ETA (\d+m)?\d+s", line) for line in lines]
+    assert all(parsed), lines
+    assert [int(m[1]) for m in parsed] == [1, 2, 3, 4, 5, 6]
+    assert [int(m[2]) for m in parsed] == [16, 33, 50, 66, 83, 100]
+    assert lines[-1].endswith("ETA 0s")
+    assert all(float(m[4]) > 0 for m in parsed)

@@ -95,7 +95,7 @@ POSITIVE_FLOATS: tuple[str, ...] = (
 )
 NON_NEGATIVE_FLOATS: tuple[str, ...] = (
     "method.optim.weight_decay", "model.vanilla.optim.weight_decay", "trainer.gradient_clip_val",
-    "eval.relearn.optim.weight_decay",
+    "eval.relearn.optim.weight_decay", "progress.every_s",
 )
 BETAS: tuple[str, ...] = ("method.optim.betas", "model.vanilla.optim.betas",
                           "eval.relearn.optim.betas")

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig
 
+from unlearn import progress
 from unlearn.config import build_objective, validate
 from unlearn.data.collate import CLEAN, Collator, View
 from unlearn.data.mllmu import MLLMUBench
@@ -125,8 +126,10 @@ def objective_setup(cfg: DictConfig, bench: MLLMUBench, processor: Any, provenan
 
 def state_dir(cfg: DictConfig) -> Path:
     """Where the unlearning stage saves its state: keyed by the whole config (but how it is
-    logged and saved), so rerunning the same command finds it from a new run directory."""
-    key = fingerprint({k: v for k, v in plain(cfg).items() if k not in ("resume", "logger")})
+    logged, reported and saved), so rerunning the same command finds it from a new run
+    directory."""
+    key = fingerprint({k: v for k, v in plain(cfg).items()
+                       if k not in ("resume", "logger", "progress")})
     return Path(cfg.paths.cache_dir) / "resume" / f"{cfg.run_name}-{key}"
 
 
@@ -145,6 +148,7 @@ def git_commit() -> str:
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run every stage and write the run directory; returns metrics.json's content."""
     validate(cfg)
+    progress.configure(cfg.progress.every_s)
     objective = build_objective(cfg)  # checks its own hyperparameters: before anything expensive
     claim_run_dir(run_dir)
     write_config(run_dir, cfg)

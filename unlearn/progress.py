@@ -15,6 +15,16 @@ from unlearn.module import batch_size_of
 
 log = logging.getLogger(__name__)
 
+# Seconds between two plain lines (``progress.every_s``; 0: every step). One value for the
+# process: it suits where the output goes, not a stage's recipe.
+_every_s = 30.0
+
+
+def configure(every_s: float) -> None:
+    """Set the interval of the plain lines of every later stage (the pipeline calls it)."""
+    global _every_s
+    _every_s = float(every_s)
+
 
 def interactive() -> bool:
     """True when stdout is a terminal, where Lightning's live bar serves."""
@@ -27,12 +37,13 @@ def _duration(seconds: float) -> str:
 
 
 class PlainProgress(L.Callback):
-    """Every ``every_s`` seconds (and at the last step) one log line: stage, step/total,
-    loss, sequences/s, ETA."""
+    """Every ``every_s`` seconds (default: :func:`configure`'s; and at the last step) one log
+    line: stage, step/total, loss, sequences/s, ETA."""
 
-    def __init__(self, stage: str, every_s: float = 30.0,
+    def __init__(self, stage: str, every_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.stage, self.every_s, self.clock = stage, every_s, clock
+        self.stage, self.clock = stage, clock
+        self.every_s = _every_s if every_s is None else every_s
         self.start = self.last = 0.0
         self.sequences = self.first_step = 0
 
