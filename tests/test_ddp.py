@@ -197,12 +197,16 @@ def test_every_rank_stops_when_the_launcher_is_stopped(shared_root, tmp_path, se
     and stop. Before, the ranks trained on as orphans, and a SIGTERM sent to them too
     deadlocked them (Lightning's handler runs a collective). ``seed``: a state of its own."""
     run_dir = tmp_path / "run"
+    earlier = set(shared_root.glob(".cache/resume/*/unlearn.ckpt"))  # the other cases' states
     job = subprocess.Popen(
         [sys.executable, "-m", "unlearn", "trainer=ddp_cpu", "data.synthetic.num_profiles=4",
          "data.synthetic.num_celebrities=1", "model.tiny.size=tiny", "model.vanilla.shipped=false",
          "model.vanilla.epochs=1", "model.vanilla.mcq_warmup.steps=0", "eval.splits=[forget]",
          "eval.max_new_tokens.generation=4", "method.epochs=1000", "progress.every_s=0",
-         "resume.every_n_steps=0", f"seed={seed}", f"paths.root={shared_root}",
+         "resume.every_n_steps=0", f"seed={seed}",
+         # not `all`: a text-only batch on one rank leaves the vision tower without
+         # gradients there, and plain DDP then waits for them forever (a defect of its own)
+         "trainable_modules=language", f"paths.root={shared_root}",
          f"hydra.run.dir={run_dir}"],
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "stderr").open("w"),
         env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
@@ -230,8 +234,8 @@ def test_every_rank_stops_when_the_launcher_is_stopped(shared_root, tmp_path, se
         for pid in _group(job.pid):
             os.kill(pid, signal.SIGKILL)
         job.wait()
-    states = list(shared_root.glob(".cache/resume/*/unlearn.ckpt"))
-    (state,) = [p for p in states if p.stat().st_mtime >= start]  # saved on the signal only
+    # resume.every_n_steps=0 and 1000 epochs: the signal's save is the run's only one
+    (state,) = set(shared_root.glob(".cache/resume/*/unlearn.ckpt")) - earlier
     step = checkpoint_step(state)
     assert step >= 2
     if signum == signal.SIGTERM:

@@ -5,8 +5,8 @@ schedule, Lightning's loop counters, every loader's position (:mod:`unlearn.data
 and the random generators. Rerunning the same command finds it (the vanilla stage under its
 cache entry, the unlearning stage under the run's config fingerprint) and continues, so the
 results equal an uninterrupted run's. SIGTERM (Slurm preemption, ``kill``) and SIGINT (Ctrl+C)
-save at the end of the current step and stop; a kill -9 loses the steps since the last
-periodic save.
+save at the end of the current step and stop, every rank of a DDP stage at the same step
+(:class:`StopOnSignal`); a kill -9 loses the steps since the last periodic save.
 """
 
 from __future__ import annotations
@@ -69,8 +69,11 @@ class StopOnSignal(L.Callback):
       Ctrl+C, which the terminal sent them already: not a second one), waits while they save,
       then raises :class:`Interrupted` so the run exits 128+signal with the resume message.
 
-    A rank whose peer died in a collective is ended by the process group itself (gloo: the
-    connection closes at once; NCCL: its timeout).
+    A rank stuck in a collective that never completes (a peer died in it, or the ranks'
+    collectives differ) runs no Python handler: only the process group's timeout or SIGKILL
+    ends it. Between Lightning's registration of its
+    handler and ``on_train_start`` (no hook in between, a fraction of a second) Lightning's
+    handler is the one in place.
     """
 
     path: Path | None = None  # where the stage's state is saved on a stop (none here)
