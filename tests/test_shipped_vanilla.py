@@ -64,7 +64,7 @@ GPU_STAGE = {"accelerator": "gpu", "devices": 1, "strategy": "auto", "precision"
 
 @pytest.mark.parametrize(("model", "stage"), [
     ("tiny_llava", TINY_STAGE), ("llava7b", GPU_STAGE), ("qwen25vl3b", GPU_STAGE)])
-@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "ddp_cpu",
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "ddp_cpu", "fsdp",
                                      "gpu +trainer.accumulate_grad_batches=4"])
 def test_the_unlearning_trainer_neither_changes_nor_rebuilds_the_base_model(model, stage,
                                                                            trainer):
