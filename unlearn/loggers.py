@@ -71,6 +71,16 @@ def wandb_group(cfg: DictConfig) -> str:
     return "default"
 
 
+def wandb_mode(cfg: DictConfig) -> str:
+    """``logger.mode``, with ``auto`` resolved: online when W&B is reachable and
+    ``WANDB_MODE`` does not say offline, else offline."""
+    mode = str(cfg.logger.get("mode", "auto"))
+    if mode != "auto":
+        return mode
+    online = os.environ.get("WANDB_MODE") != "offline" and wandb_reachable()
+    return "online" if online else "offline"
+
+
 def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
     name = cfg.logger.name
     if name == "none":
@@ -80,13 +90,10 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
     import wandb
     if wandb.run is not None:  # a failed earlier job of this multirun left its run open
         wandb.run.finish(exit_code=1)
-    mode = cfg.logger.get("mode", "auto")
-    if mode == "auto":
-        mode = "online" if os.environ.get("WANDB_MODE") != "offline" and wandb_reachable() \
-            else "offline"
-        if mode == "offline":
-            log.warning("W&B unreachable: logging offline to %s (sync later with "
-                        "`wandb sync`)", run_dir)
+    mode = wandb_mode(cfg)
+    if mode == "offline" and cfg.logger.get("mode", "auto") == "auto":
+        log.warning("W&B unreachable: logging offline to %s (sync later with `wandb sync`)",
+                    run_dir)
     return WandbLogger(project=cfg.logger.project, entity=cfg.logger.get("entity"),
                        group=wandb_group(cfg), job_type=cfg.method.name, name=cfg.run_name,
                        tags=wandb_tags(cfg), config=plain(cfg), save_dir=str(run_dir),
@@ -125,10 +132,7 @@ def log_report(cfg: DictConfig, out: Path, name: str) -> None:
     if cfg.logger.name != "wandb":
         return
     import wandb
-    mode = cfg.logger.get("mode", "auto")
-    if mode == "auto":
-        online = os.environ.get("WANDB_MODE") != "offline" and wandb_reachable()
-        mode = "online" if online else "offline"
+    mode = wandb_mode(cfg)
     run_id = "report-" + hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
     run = wandb.init(project=cfg.logger.project, entity=cfg.logger.get("entity"),
                      group=wandb_group(cfg), job_type="report", name=f"{name} report",
