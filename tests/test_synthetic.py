@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from datasets import Features, Image, List, Value
 
+from unlearn.data.hub import SHARD
 from unlearn.data.images import draw_portrait, make_views, unique_traits
 from unlearn.data.synthetic import (
     CONFIGS,
     ICU_TRAIN_INSTRUCTIONS,
-    MARKER,
     MAX_FACTS,
-    SHARD,
+    TWIN,
     build_synthetic_mllmu,
 )
 
@@ -301,7 +301,7 @@ def test_idempotent_and_refuses_to_overwrite(twin: Path, tmp_path: Path) -> None
     before = {p: p.stat().st_mtime_ns for p in twin.rglob("*")}
     assert build_synthetic_mllmu(twin, seed=0, **kwargs) == twin
     assert {p: p.stat().st_mtime_ns for p in twin.rglob("*")} == before
-    marker = json.loads((twin / MARKER).read_text())
+    marker = json.loads((twin / TWIN.marker).read_text())
     assert marker["num_profiles"] == N_PROFILES and marker["seed"] == 0
     with pytest.raises(FileExistsError, match="built with"):
         build_synthetic_mllmu(twin, seed=1, **kwargs)
@@ -363,7 +363,7 @@ def test_build_of_an_older_generator_is_replaced(tmp_path: Path, monkeypatch) ->
     root = build_synthetic_mllmu(tmp_path / "twin", num_profiles=4, num_celebrities=1)
     monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
     build_synthetic_mllmu(root, num_profiles=4, num_celebrities=1)
-    marker = json.loads((root / MARKER).read_text())
+    marker = json.loads((root / TWIN.marker).read_text())
     assert marker["version"] == synthetic.GENERATOR_VERSION
     with pytest.raises(FileExistsError, match="built with"):  # other arguments: still refused
         build_synthetic_mllmu(root, num_profiles=5, num_celebrities=1)

@@ -10,19 +10,16 @@ images, byte dicts, bytes or paths) are accepted as well.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import datasets
-from PIL import Image
 
-from unlearn.data.images import to_pil
+from unlearn.data.hub import LazyImage, Rows, iter_rows, load_config, source_fingerprint
 from unlearn.data.schema import Modality, Sample, Task
 
 log = logging.getLogger(__name__)
@@ -35,58 +32,6 @@ TASK_NAMES: dict[str, Task] = {
     "Classification": "classification",
     "Mask": "cloze",
 }
-Rows = datasets.Dataset | Iterable[Mapping[str, Any]]
-
-
-def _is_local(source: str) -> bool:
-    """Hub ids look like ``owner/name``; anything that exists or is clearly a path is local."""
-    return Path(source).expanduser().exists() or source.startswith(("/", ".", "~"))
-
-
-def load_config(
-    source: str,
-    config: str,
-    *,
-    cache_dir: str | None = None,
-    revision: str | None = None,
-) -> datasets.Dataset:
-    """``load_dataset(source, config, split="train")`` with errors that name config and source.
-
-    For a local folder the config's parquet files are also passed as ``data_files``: without
-    that, ``datasets`` keys its cache on the folder path and README only, and a folder rebuilt
-    in place (e.g. a twin with other arguments) would be served stale from the cache.
-    """
-    data_files = None
-    if _is_local(source):
-        root = Path(source).expanduser()
-        if not root.is_dir():
-            raise FileNotFoundError(f"MLLMU-Bench source folder {source!r} does not exist")
-        if not (root / config).is_dir():
-            found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0] != ".")
-            raise ValueError(f"config {config!r} not found in {source!r} (folders: {found})")
-        source = str(root)
-        data_files = {"train": f"{config}/*.parquet"}
-    try:
-        return datasets.load_dataset(
-            source,
-            config,
-            split="train",
-            data_files=data_files,
-            cache_dir=cache_dir,
-            revision=revision,
-        )
-    except Exception as err:
-        raise RuntimeError(f"cannot load config {config!r} from {source!r}: {err}") from err
-
-
-def _rows(ds: Rows, batch_size: int = 64) -> Iterator[Mapping[str, Any]]:
-    """Yield rows without decoding images (Arrow storage for a Dataset)."""
-    if isinstance(ds, datasets.Dataset):
-        arrow = ds.with_format("arrow")
-        for start in range(0, len(ds), batch_size):
-            yield from arrow[start : start + batch_size].to_pylist()
-    else:
-        yield from ds
 
 
 def _json(value: Any, what: str) -> Any:
@@ -128,27 +73,11 @@ def _letter(answer: Any, options: Mapping[str, str]) -> str:
     return text
 
 
-class _LazyImage:
-    """Decode a row's image at most once, and only if some question needs it."""
-
-    def __init__(self, value: Any, pid: str) -> None:
-        self.value, self.pid = value, pid
-        self.image: Image.Image | None = None
-
-    def get(self) -> Image.Image:
-        """The decoded RGB image (decoded on first use)."""
-        if self.image is None:
-            if self.value is None:
-                raise ValueError(f"profile {self.pid!r} has an image question but no image")
-            self.image = to_pil(self.value)
-        return self.image
-
-
 def _sample(
     pid: str,
     split: str,
     meta: dict[str, Any],
-    image: _LazyImage,
+    image: LazyImage,
     question: str,
     answer: str,
     task: Task,
@@ -178,7 +107,7 @@ def eval_samples(ds: Rows, split: str, *, seed: int = 0) -> list[Sample]:
     """
     rng = random.Random(seed)
     out: list[Sample] = []
-    for row in _rows(ds):
+    for row in iter_rows(ds):
         pid = str(row["ID"])
         meta: dict[str, Any] = {}
         name = _name(row)
@@ -192,7 +121,7 @@ def eval_samples(ds: Rows, split: str, *, seed: int = 0) -> list[Sample]:
                 raise ValueError(f"profile {pid!r} has neither 'image' nor 'images'")
             meta["view"] = rng.randrange(len(views))
             value = views[meta["view"]]
-        image = _LazyImage(value, pid)
+        image = LazyImage(value, f"profile {pid!r}")
         mcqs = row.get("Classification_Task") or {}
         for key, modality in (
             ("Image_Textual_Questions", "image_text"),
@@ -230,10 +159,11 @@ def train_samples(ds: Rows, split: str = "train") -> list[Sample]:
     item's own ``ID`` (as in the baseline splits), then to the row index.
     """
     out: list[Sample] = []
-    for index, row in enumerate(_rows(ds)):
+    for index, row in enumerate(iter_rows(ds)):
         items = _json(row["metadata"], f"metadata of row {index}")
         row_id = row.get("ID")
-        image = _LazyImage(row.get("image"), str(row_id if row_id is not None else index))
+        owner = str(row_id if row_id is not None else index)
+        image = LazyImage(row.get("image"), f"profile {owner!r}")
         for item in items:
             pid = str(row_id if row_id is not None else item.get("ID", index))
             task_name = item.get("Task")
@@ -275,7 +205,7 @@ def text_qa(ds: Rows, split: str) -> list[Sample]:
             [c for c in ("ID", "biography", "Classification_Task") if c in ds.column_names]
         )
     out: list[Sample] = []
-    for row in _rows(ds):
+    for row in iter_rows(ds):
         pid = str(row["ID"])
         name = _name(row)
         meta = {"name": name} if name is not None else {}
@@ -426,29 +356,8 @@ class MLLMUBench:
             configs or (self.forget_config, self.retain_config, "Test_Set", "Retain_Set", "ft_Data")
         )
         if names not in self._fingerprints:
-            h = hashlib.sha256()
             # the seed matters only through Test_Set's view choice
             seed = self.seed if "Test_Set" in names else None
-            h.update(json.dumps([list(names), seed]).encode())
-            local = _is_local(self.source)
-            if not local:
-                h.update(f"{self.source}@{self.revision}".encode())
-            for cfg in names:
-                folder = Path(self.source).expanduser() / cfg
-                if local and folder.is_dir():
-                    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                        h.update(path.relative_to(folder).as_posix().encode())
-                        h.update(_file_digest(path))
-                else:
-                    h.update(f"{cfg}:{self.dataset(cfg)._fingerprint}".encode())
-            self._fingerprints[names] = h.hexdigest()[:16]
+            self._fingerprints[names] = source_fingerprint(
+                self.source, names, revision=self.revision, extra=seed, dataset=self.dataset)
         return self._fingerprints[names]
-
-
-def _file_digest(path: Path) -> bytes:
-    """sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.digest()

@@ -1,0 +1,60 @@
+"""What the pipeline asks of a benchmark, so that it names no benchmark, split or task itself.
+
+A benchmark at one forget ratio gives its people (forget / retain IDs), its training sets,
+its evaluation splits as :class:`~unlearn.data.schema.Sample` lists, and a fingerprint of the
+data behind them. The ``data`` config group instantiates one by ``_target_``; the ``eval``
+group says how its tasks are scored.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from unlearn.data.schema import Sample
+
+# Training sets every benchmark gives (``train_set(name)``):
+#   finetune     what the vanilla model learns (the whole benchmark, the papers' fine-tune)
+#   forget       the forget people's training items (what unlearning removes)
+#   retain       the retain people's training items (what regularised objectives keep)
+#   forget_text  the forget people's knowledge as text-only QA pairs (MMUnlearner's masks)
+#   retain_text  the same for the retain people
+#   gold         what a retain-only "gold" model learns (forget quality compares against it)
+TRAIN_SETS: tuple[str, ...] = ("finetune", "forget", "retain", "forget_text", "retain_text",
+                               "gold")
+
+
+class Benchmark(ABC):
+    """One benchmark at one forget ratio."""
+
+    #: forget percentages the benchmark defines (``forget_ratio`` is checked against them)
+    forget_ratios: ClassVar[tuple[int, ...]]
+    #: evaluation splits in their default order; ``forget_split`` is the one unlearning targets
+    eval_split_names: ClassVar[tuple[str, ...]]
+    forget_split: ClassVar[str] = "forget"
+
+    forget_ids: list[str]
+    retain_ids: list[str]
+
+    @abstractmethod
+    def eval_split(self, name: str) -> list[Sample]:
+        """The samples of one evaluation split (``sample.split == name``)."""
+
+    @abstractmethod
+    def train_set(self, name: str) -> list[Sample]:
+        """One of :data:`TRAIN_SETS` as samples."""
+
+    @abstractmethod
+    def fingerprint(self, part: str = "eval") -> str:
+        """Stable hash of the data behind ``part``: ``"finetune"`` keys what depends only on
+        the fine-tuning data (the vanilla model), ``"eval"`` everything a run reads."""
+
+    def eval_splits(self, names: tuple[str, ...] | list[str] | None = None
+                    ) -> dict[str, list[Sample]]:
+        """Several splits by name (default: all, in :attr:`eval_split_names` order)."""
+        names = tuple(names or self.eval_split_names)
+        unknown = [n for n in names if n not in self.eval_split_names]
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no evaluation split {unknown} "
+                             f"(it has {list(self.eval_split_names)})")
+        return {name: self.eval_split(name) for name in names}
