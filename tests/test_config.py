@@ -147,7 +147,7 @@ def test_real_model_configs_load_through_from_pretrained(option, hub_id, cls_nam
     import torch
     from transformers import AutoProcessor
 
-    from unlearn.models import loading, tiny
+    from unlearn.models import loading, processors, tiny
 
     family = make([f"model={option}"]).model.family
     model, processor = tiny.build_tiny(family, "tiny")
@@ -158,7 +158,8 @@ def test_real_model_configs_load_through_from_pretrained(option, hub_id, cls_nam
         return model if "ForConditionalGeneration" in cls.__name__ else processor
 
     monkeypatch.setattr(loading.MODEL_CLASSES[family], "from_pretrained", classmethod(fake))
-    for proc_cls in (AutoProcessor, *tiny._NO_VIDEO.values(), *tiny._WITH_VIDEO.values()):
+    for proc_cls in (AutoProcessor, *processors._NO_VIDEO.values(),
+                     *processors._WITH_VIDEO.values()):
         monkeypatch.setattr(proc_cls, "from_pretrained", classmethod(fake))
     cfg = make([f"model={option}"])
     got, _ = loading.load_model_and_processor(cfg.model)

@@ -25,6 +25,7 @@ from unlearn.methods.kl import KLMinimization
 from unlearn.methods.losses import nll
 from unlearn.methods.preference import NegativePreferenceOptimization, PreferenceOptimization
 from unlearn.methods.rmu import RMU, layer_module
+from unlearn.models.families import ARCHS
 from unlearn.models.loading import load_model_and_processor, save_checkpoint
 from unlearn.models.lora import lora_targets, merge_adapters, prepare_trainable
 from unlearn.models.modules import decoder_layers, module_groups
@@ -34,7 +35,7 @@ from unlearn.models.reference import (
     build_reference,
     run_reference,
 )
-from unlearn.models.tiny import ARCHS, build_tiny
+from unlearn.models.tiny import build_tiny
 from unlearn.module import UnlearnModule
 
 from .test_pipeline import compose_cfg

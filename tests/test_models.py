@@ -19,13 +19,13 @@ from unlearn.models import (
     load_model_and_processor,
     loading,
     module_groups,
+    processors,
     reregister_output_capture,
     save_checkpoint,
     select_trainable,
-    tiny,
     unused_parameters,
 )
-from unlearn.models.tiny import build_tokenizer
+from unlearn.models.tokenizer import build_tokenizer
 
 ARCHS = ["llava", "qwen2_vl", "qwen2_5_vl"]
 IMAGE_TOKENS = {"llava": 16, "qwen2_vl": 4, "qwen2_5_vl": 4}  # defaults: 64/16 px, (56/28)^2
@@ -318,7 +318,8 @@ def test_load_pretrained_calls_from_pretrained(arch, attn, monkeypatch):
         return processor
 
     monkeypatch.setattr(loading.MODEL_CLASSES[arch], "from_pretrained", classmethod(fake_model))
-    for proc_cls in (AutoProcessor, *tiny._NO_VIDEO.values(), *tiny._WITH_VIDEO.values()):
+    for proc_cls in (AutoProcessor, *processors._NO_VIDEO.values(),
+                     *processors._WITH_VIDEO.values()):
         monkeypatch.setattr(proc_cls, "from_pretrained", classmethod(fake_processor))
     got_model, got_proc = load_model_and_processor(_cfg(
         family=arch, source="pretrained", pretrained_id="org/some-model", dtype="bfloat16",

@@ -16,13 +16,10 @@ import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
 from unlearn.errors import UserError
-from unlearn.models.tiny import (
-    ARCHS,
-    MODEL_CLASSES,
-    build_tiny,
-    load_tiny_processor,
-    set_generation_defaults,
-)
+from unlearn.models.families import ARCHS, MODEL_CLASSES
+from unlearn.models.fixups import set_generation_defaults
+from unlearn.models.processors import load_processor
+from unlearn.models.tiny import build_tiny
 
 FAMILIES: tuple[str, ...] = ARCHS
 SOURCES: tuple[str, ...] = ("tiny", "pretrained")
@@ -140,6 +137,6 @@ def _from_pretrained(
     if attn:
         kwargs["attn_implementation"] = attn
     model = MODEL_CLASSES[family].from_pretrained(source, **kwargs)
-    processor = load_tiny_processor(source, family)
+    processor = load_processor(source, family)
     set_generation_defaults(model, processor.tokenizer)
     return model, processor

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import torch
 from transformers import PreTrainedModel
 
-from unlearn.models.tiny import ARCHS
+from unlearn.models.families import ARCHS
 
 GROUPS: tuple[str, ...] = ("vision", "projector", "language")
 OTHER = "other"  # parameters no group claims (e.g. added by a wrapper); trained by "all" only

@@ -43,9 +43,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from unlearn.errors import UserError
+from unlearn.models.families import MODEL_CLASSES
 from unlearn.models.lora import prepare_trainable
 from unlearn.models.modules import decoder_layers, vision_layers
-from unlearn.models.tiny import MODEL_CLASSES, tiny_config
+from unlearn.models.tiny import tiny_config
 
 GIB = 2 ** 30
 STRATEGIES: tuple[str, ...] = ("single", "ddp", "fsdp")
