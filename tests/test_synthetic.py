@@ -19,7 +19,9 @@ from unlearn.data.synthetic import (
     ICU_TRAIN_INSTRUCTIONS,
     MAX_FACTS,
     TWIN,
+    MLLMUTwin,
     build_synthetic_mllmu,
+    synthetic_args,
 )
 
 N_PROFILES, N_CELEBS, VIEWS = 20, 6, 3
@@ -358,7 +360,7 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_build_of_an_older_generator_is_replaced(tmp_path: Path, monkeypatch) -> None:
-    from unlearn.data import synthetic
+    from unlearn.data.synthetic import build as synthetic  # where synthetic_args reads it
 
     root = build_synthetic_mllmu(tmp_path / "twin", num_profiles=4, num_celebrities=1)
     monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
@@ -389,3 +391,36 @@ def test_four_facts_rebuild_the_v5_world(tmp_path: Path) -> None:
     assert _content_digest(small) == "c437809945890704"
     with pytest.raises(ValueError, match="num_facts must be in 4..10"):
         build_synthetic_mllmu(tmp_path / "bad", num_profiles=4, num_facts=11)
+
+
+def test_twin_config_object_recipe_and_build(tmp_path: Path) -> None:
+    """MLLMUTwin is the same recipe and the same build as the two functions it wraps."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from unlearn.data.mllmu import MLLMUBench
+
+    twin = MLLMUTwin(num_profiles=8, num_celebrities=2, seed=1, test_views=2)
+    assert twin.recipe == {
+        "generator": "unlearn.data.synthetic", "version": 5, "num_profiles": 8,
+        "num_celebrities": 2, "seed": 1, "image_size": 64, "test_views": 2,
+    }  # fmt: skip
+    assert twin.recipe == synthetic_args(num_profiles=8, num_celebrities=2, seed=1, test_views=2)
+    assert MLLMUTwin(num_profiles=8, num_facts=6).recipe["num_facts"] == 6
+    # the shipped config's keys are the constructor's arguments
+    conf = OmegaConf.load(Path(__file__).parents[1] / "conf/data/synthetic_mllmu.yaml").synthetic
+    made = instantiate({"_target_": "unlearn.data.synthetic.MLLMUTwin", **conf})
+    assert made.recipe == synthetic_args(**conf) and made.recipe["num_profiles"] == 50
+
+    root = twin.build(tmp_path / "twin")
+    assert root == tmp_path / "twin"
+    assert json.loads((root / TWIN.marker).read_text()) == twin.recipe
+    bench = MLLMUBench(str(root), forget_ratio=10, cache_dir=str(tmp_path / "hf"))
+    assert (len(bench.forget_ids), len(bench.retain_ids)) == (1, 7)  # round(10% of 8) = 1
+    # 4 facts: 5 image-text + 4 text-only questions in each of 3 tasks = 27 per profile
+    assert (len(bench.forget()), len(bench.celebrity())) == (27, 2 * 27)
+    assert twin.build(root) == root  # same recipe: reused
+    with pytest.raises(FileExistsError, match="built with"):
+        MLLMUTwin(num_profiles=9, num_celebrities=2, seed=1, test_views=2).build(root)
+    with pytest.raises(ValueError, match="num_profiles must be >= 2, got 1"):
+        MLLMUTwin(num_profiles=1)
