@@ -66,13 +66,13 @@ def test_ranks_above_zero_follow_their_rank_zero(tmp_path, monkeypatch):
     monkeypatch.setattr(vanilla, "POLL_S", 0.01)
     monkeypatch.setenv("SLURM_JOB_ID", "7")
     built = []
-    monkeypatch.setattr(vanilla, "_build", lambda cfg, bench, path, recipe: (
+    monkeypatch.setattr(vanilla, "_build", lambda cfg, bench, path, recipe, part: (
         built.append(path), "trained", None, {"cached": False})[1:])
     monkeypatch.setattr(vanilla, "load_checkpoint", lambda path, family, dtype: ("loaded", None))
     cfg = OmegaConf.create({"model": {"family": "llava", "dtype": "float32"}})
 
     vanilla._building(entry).write_text("7")  # rank 0 of this job builds: join it
-    assert vanilla._follow_rank_zero(cfg, None, entry, {})[0] == "trained"
+    assert vanilla._follow_rank_zero(cfg, None, entry, {}, "finetune")[0] == "trained"
     assert built == [entry]
 
     vanilla._building(entry).write_text("8")  # job 8 builds: wait for its entry, load it
@@ -80,7 +80,7 @@ def test_ranks_above_zero_follow_their_rank_zero(tmp_path, monkeypatch):
         entry.mkdir()
         (entry / vanilla.RECORD).write_text("{}")
     threading.Timer(0.2, finish).start()
-    model, _, info = vanilla._follow_rank_zero(cfg, None, entry, {})
+    model, _, info = vanilla._follow_rank_zero(cfg, None, entry, {}, "finetune")
     assert (model, info["cached"], built) == ("loaded", True, [entry])
 
 

@@ -62,10 +62,11 @@ def test_data_module_keeps_a_dataset_instead_of_copying_it():
 
 
 class Bench:
-    def fingerprint(self, configs):
+    def fingerprint(self, part):
         return "f"
 
-    def finetune(self):
+    def train_set(self, name):
+        assert name == "finetune"
         return [MCQ, QA, REFUSAL, QA]
 
 

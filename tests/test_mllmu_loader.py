@@ -188,10 +188,10 @@ def test_fingerprint_is_content_based(bench: MLLMUBench, twin: Path, tmp_path: P
     assert MLLMUBench(str(copy), forget_ratio=15, cache_dir=cache).fingerprint() == fp
     assert MLLMUBench(str(other), forget_ratio=15, cache_dir=cache).fingerprint() != fp
     assert MLLMUBench(str(twin), forget_ratio=5, cache_dir=cache).fingerprint() != fp
-    assert bench.fingerprint(["ft_Data"]) != fp
+    assert bench.fingerprint("finetune") != fp
     five = MLLMUBench(str(twin), forget_ratio=5, seed=3, cache_dir=cache)
-    assert five.fingerprint(["ft_Data"]) == bench.fingerprint(["ft_Data"])
-    assert five.fingerprint(["Test_Set"]) != bench.fingerprint(["Test_Set"])
+    assert five.fingerprint("finetune") == bench.fingerprint("finetune")
+    assert five.configs_fingerprint(["Test_Set"]) != bench.configs_fingerprint(["Test_Set"])
 
 
 def test_rebuilt_folder_is_not_served_from_stale_cache(tmp_path: Path) -> None:

@@ -127,7 +127,8 @@ def test_few_shot_picks_whole_profiles_and_skips_them():
     for s in shot_items:
         assert [x.profile_id for x in s.meta["shots"]] == [shot_pid]
         assert s.meta["shots"][0].modality == s.modality
-    splits = few_shot_splits({"forget": items, "celebrity": items}, {"classification": 1})
+    splits = few_shot_splits({"forget": items, "celebrity": items}, {"classification": 1},
+                             skip={"classification": ["celebrity"]})
     assert len(splits["forget"]) == 6 and len(splits["celebrity"]) == 8  # official: none there
 
 

@@ -86,10 +86,10 @@ def test_data_recipe_of_the_twin_needs_no_build_and_follows_its_arguments():
 
 
 class Bench:
-    def fingerprint(self, configs):
+    def fingerprint(self, part):
         raise AssertionError("a synthetic twin is identified by its recipe")
 
-    def finetune(self):
+    def train_set(self, name):
         raise AssertionError("the shipped model must be used, not rebuilt")
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
 from unlearn import dashboard, loggers
-from unlearn.config import EVAL_SPLITS
+from unlearn.data.mllmu import MLLMUBench
 from unlearn.errors import UserError
 from unlearn.eval.metrics import METRICS
 
@@ -228,7 +228,7 @@ LOGGED = {"results/splits", "results/generations", "trainer/global_step", "train
 def test_dashboard_plots_only_keys_a_run_logs():
     full = {stage: {split: {mod: dict.fromkeys(METRICS, 0.5) for mod in ("image_text",
                                                                          "text_only")}
-                    for split in EVAL_SPLITS} for stage in ("base", "unlearned")}
+                    for split in MLLMUBench.eval_split_names} for stage in ("base", "unlearned")}
     keys = dashboard.logged_keys(dashboard.workspace_spec("vkd", entity="me"))
     assert keys[:2] == ["unlearned/forget/image_text/class_acc",
                         "unlearned/retain/image_text/class_acc"]

@@ -13,11 +13,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from unlearn.data.collate import LOSS_SCOPES
+from unlearn.data.configured import benchmark_class
 from unlearn.data.perturb import PERTURBATIONS
 from unlearn.data.prompts import FAMILIES, ICU_PROMPTS
 from unlearn.data.views import ATTACKS, INTERVENTIONS
 from unlearn.errors import UserError
-from unlearn.eval.metrics import LETTER_PARSERS
+from unlearn.eval.metrics import LETTER_PARSERS, REGISTRY
 from unlearn.methods.distill import KL_POSITIONS
 from unlearn.methods.losses import REDUCTIONS
 from unlearn.methods.mmunlearner import PRESERVE_TEXT
@@ -30,8 +31,6 @@ from unlearn.models.reference import REFERENCE_SOURCES, REFERENCE_STARTS
 from unlearn.module import SCHEDULES
 from unlearn.report.spec import parse_report
 
-EVAL_SPLITS = ("forget", "test", "retain", "celebrity")
-
 CHOICES: dict[str, tuple] = {
     "model.family": FAMILIES,
     "model.source": SOURCES,
@@ -42,7 +41,6 @@ CHOICES: dict[str, tuple] = {
     "model.vanilla.optim.schedule": SCHEDULES,
     "method.loss_scope": LOSS_SCOPES,
     "method.optim.schedule": SCHEDULES,
-    "forget_ratio": (5, 10, 15),
     "trainable_modules.scope": SCOPES,
     "eval.letter_parser": LETTER_PARSERS,
     "logger.name": ("csv", "wandb", "none"),
@@ -78,8 +76,7 @@ OPTIONAL_CHOICES: dict[str, tuple] = {
 # apply only when the method trains (method=none/icu carry placeholders); absent optional keys
 # (e.g. a model without a warm-up) are skipped.
 POSITIVE_INTS: tuple[str, ...] = (
-    "method.epochs", "method.batch_size", "eval.batch_size", "eval.max_new_tokens.classification",
-    "eval.max_new_tokens.cloze", "eval.max_new_tokens.generation", "model.vanilla.epochs",
+    "method.epochs", "method.batch_size", "eval.batch_size", "model.vanilla.epochs",
     "model.vanilla.batch_size", "model.vanilla.mcq_warmup.batch_size",
     "method.reference.finetune.epochs", "method.reference.finetune.batch_size",
     "eval.relearn.steps", "eval.relearn.batch_size",
@@ -183,15 +180,43 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(OmegaConf.select(cfg, "resume.enabled", default=None), bool):
         raise ConfigError(f"resume.enabled={OmegaConf.select(cfg, 'resume.enabled')!r} must "
                           "be true or false")
-    if not cfg.eval.splits:
-        raise ConfigError("eval.splits is empty; allowed: a non-empty subset of "
-                          f"{list(EVAL_SPLITS)}")
-    bad = [s for s in cfg.eval.splits if s not in EVAL_SPLITS]
-    if bad:
-        raise ConfigError(f"eval.splits has {bad}; allowed: {list(EVAL_SPLITS)}")
+    _check_benchmark(cfg)
     _check_relearn(cfg)
     if OmegaConf.select(cfg, "report") is not None:  # an experiment's layout: before any job
         parse_report(cfg.report)
+
+
+def _check_benchmark(cfg: DictConfig) -> None:
+    """``forget_ratio`` and ``eval.splits`` against what the chosen benchmark defines, and the
+    ``eval`` group's metrics against the registry (nothing is built before this passes)."""
+    bench = benchmark_class(cfg)
+    ratios = bench.forget_ratios
+    if cfg.forget_ratio not in ratios:
+        raise ConfigError(f"forget_ratio={cfg.forget_ratio!r} is not one of {list(ratios)} "
+                          f"(the forget ratios of data={cfg.data.name!r})")
+    splits = bench.eval_split_names
+    if not cfg.eval.splits:
+        raise ConfigError(f"eval.splits is empty; allowed: a non-empty subset of {list(splits)}")
+    bad = [s for s in cfg.eval.splits if s not in splits]
+    if bad:
+        raise ConfigError(f"eval.splits has {bad}; allowed for data={cfg.data.name!r}: "
+                          f"{list(splits)}")
+    metrics = cfg.eval.get("metrics") or {}
+    if not metrics:
+        raise ConfigError("eval.metrics is empty: map each evaluated task to metric names of "
+                          f"{list(REGISTRY)}")
+    for task, names in metrics.items():
+        unknown = [m for m in names if m not in REGISTRY]
+        if unknown:
+            raise ConfigError(f"eval.metrics.{task} has {unknown}; allowed: {list(REGISTRY)}")
+        tokens = OmegaConf.select(cfg, f"eval.max_new_tokens.{task}", default=None)
+        if not (_is_int(tokens) and tokens >= 1):
+            raise ConfigError(f"eval.max_new_tokens.{task}={tokens!r} must be an integer >= 1")
+    scored = {m for names in metrics.values() for m in names}
+    unscored = [m for m in cfg.eval.get("table") or {} if m not in scored]
+    if unscored:
+        raise ConfigError(f"eval.table shows {unscored}, which eval.metrics does not score "
+                          f"(it scores {sorted(scored)})")
 
 
 def _check_relearn(cfg: DictConfig) -> None:

@@ -16,9 +16,9 @@ from omegaconf import DictConfig
 
 from unlearn import progress
 from unlearn.config import build_objective, validate
+from unlearn.data.benchmark import Benchmark
 from unlearn.data.collate import CLEAN, Collator, View
-from unlearn.data.mllmu import MLLMUBench
-from unlearn.data.synthetic import build_synthetic_mllmu
+from unlearn.data.configured import load_benchmark
 from unlearn.data.views import VIEW_ATTACKS, attack_view, intervention_view
 from unlearn.errors import UserError
 from unlearn.eval.evaluator import evaluate, few_shot_splits
@@ -45,18 +45,12 @@ from unlearn.vanilla import base_model, vanilla_model
 log = logging.getLogger(__name__)
 
 
-def load_benchmark(cfg: DictConfig) -> MLLMUBench:
-    """Build the synthetic twin if asked for, then read it (or the real one) by one loader."""
-    if cfg.data.get("synthetic"):
-        build_synthetic_mllmu(cfg.data.source, **plain(cfg.data.synthetic))
-    return MLLMUBench(cfg.data.source, forget_ratio=int(cfg.forget_ratio),
-                      seed=cfg.seed)
-
-
-def eval_splits(cfg: DictConfig, bench: MLLMUBench) -> dict[str, list]:
-    splits = {name: getattr(bench, name)() for name in cfg.eval.splits}
-    if cfg.eval.few_shot.enabled:
-        splits = few_shot_splits(splits, cfg.eval.few_shot.ids, seed=cfg.seed)
+def eval_splits(cfg: DictConfig, bench: Benchmark) -> dict[str, list]:
+    splits = bench.eval_splits(list(cfg.eval.splits))
+    shots = cfg.eval.get("few_shot") or {}
+    if shots.get("enabled"):
+        splits = few_shot_splits(splits, shots.ids, seed=cfg.seed,
+                                 skip=plain(shots.get("skip") or {}))
     return splits
 
 
@@ -65,7 +59,7 @@ def run_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict, view: Vi
     e = cfg.eval
     return evaluate(model, processor, cfg.model.family, splits,
                     max_new_tokens=e.max_new_tokens, batch_size=int(e.batch_size),
-                    letter_parser=e.letter_parser, view=view)
+                    letter_parser=e.letter_parser, view=view, metrics=plain(e.metrics))
 
 
 def inference_view(cfg: DictConfig) -> View:
@@ -74,7 +68,7 @@ def inference_view(cfg: DictConfig) -> View:
                              plain(cfg.perturbation), seed=cfg.seed)
 
 
-def eval_key(cfg: DictConfig, bench: MLLMUBench, provenance: dict) -> str:
+def eval_key(cfg: DictConfig, bench: Benchmark, provenance: dict) -> str:
     """Cache key of the base model's clean results: model, data, forget set, eval options
     (the clean results do not depend on the view and attack options: one entry serves them
     all)."""
@@ -109,7 +103,7 @@ def _cached_or_evaluated(cfg: DictConfig, model: Any, processor: Any, splits: di
     return metrics, records, False
 
 
-def objective_setup(cfg: DictConfig, bench: MLLMUBench, processor: Any, provenance: dict,
+def objective_setup(cfg: DictConfig, bench: Benchmark, processor: Any, provenance: dict,
                     run_dir: Path) -> Setup:
     """What an objective's ``prepare`` may use; caches it builds are keyed by ``provenance``."""
     return Setup(
@@ -200,7 +194,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         reference, reference_info = run_reference(cfg, model, objective, bench, processor)
         manifest |= reference_info
         # only the sets the objective consumes (GA never decodes the retain images)
-        train_sets = objective.train_sets(lambda name: getattr(bench, f"{name}_train")())
+        train_sets = objective.train_sets(bench.train_set)
         manifest |= objective.prepare(model, train_sets, objective_setup(
             cfg, bench, processor, provenance, run_dir))
         train_sets = {name: objective.select(name, s) for name, s in train_sets.items()}
@@ -248,9 +242,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     log_results(logger, results, records, manifest, run_dir,
                 samples=int(cfg.logger.get("samples", 0)))
     shutil.rmtree(states, ignore_errors=True)  # the results stand: no resume needed
-    print_results(results, title=f"{cfg.run_name}  →  {run_dir}")
+    columns = plain(cfg.eval.table)
+    print_results(results, columns, title=f"{cfg.run_name}  →  {run_dir}")
     if attack in VIEW_ATTACKS:
-        print_results(results[attack], title=f"{cfg.run_name}  with {attack}")
+        print_results(results[attack], columns, title=f"{cfg.run_name}  with {attack}")
     if attack == "relearn":
-        print_relearn(results["relearn"], title=f"{cfg.run_name}  relearning attack")
+        print_relearn(results["relearn"], columns, title=f"{cfg.run_name}  relearning attack")
     return results

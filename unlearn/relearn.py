@@ -185,7 +185,7 @@ def relearn_attack(cfg: DictConfig, model: Any, processor: Any, bench: Any,
     """
     r = cfg.eval.relearn
     people = split_people(bench.forget_ids, float(r.fraction), int(cfg.seed))
-    items = relearn_items(bench.forget_train(), people)
+    items = relearn_items(bench.train_set("forget"), people)
     evaluated = heldout_splits(splits, people)
     check_disjoint(items, evaluated)
     log.info("relearning attack: %d items of %d forget people, %d steps; scoring %d others",

@@ -14,8 +14,6 @@ from unlearn.errors import UserError
 
 Metrics = Mapping[str, Mapping[str, Mapping[str, float]]]
 MODALITY_LABELS = {"image_text": "image+text", "text_only": "text-only"}
-TABLE_METRICS = {"class_acc": "class", "cloze_acc": "cloze", "gen_rougeL": "ROUGE-L",
-                 "gen_bleu": "BLEU"}
 
 
 class RunDirExistsError(UserError, FileExistsError):
@@ -44,22 +42,22 @@ def write_config(run_dir: Path, cfg: DictConfig) -> None:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def results_table(results: Mapping[str, Metrics], title: str = "",
+def results_table(results: Mapping[str, Metrics], columns: Mapping[str, str], title: str = "",
                   stages: tuple[str, ...] = ("base", "unlearned"), caption: str = "") -> Table:
-    """One row per split x modality; for each metric the values of ``stages`` (base ->
-    unlearned)."""
+    """One row per split x modality; for each metric of ``columns`` (metric -> label: the
+    ``eval.table`` of the benchmark) the values of ``stages`` (base -> unlearned)."""
     stages = tuple(s for s in stages if s in results)
     caption = caption or " → ".join(stages)
     table = Table(title=title or None, caption=caption)
     table.add_column("split", no_wrap=True)
     table.add_column("modality", no_wrap=True)
-    for label in TABLE_METRICS.values():
+    for label in columns.values():
         table.add_column(label, justify="right", no_wrap=True)
     first = results[stages[0]]
     for split, by_mod in first.items():
         for modality in by_mod:
             cells = []
-            for metric in TABLE_METRICS:
+            for metric in columns:
                 values = [results[s].get(split, {}).get(modality, {}).get(metric)
                           for s in stages]
                 cells.append(" → ".join("-" if v is None else f"{v:.3f}" for v in values))
@@ -67,14 +65,14 @@ def results_table(results: Mapping[str, Metrics], title: str = "",
     return table
 
 
-def print_results(results: Mapping[str, Metrics], title: str = "") -> None:
+def print_results(results: Mapping[str, Metrics], columns: Mapping[str, str], title: str = ""
+                  ) -> None:
     console = Console()
     console.width = max(console.width, 110)  # never wrap the table, even when piped
-    console.print(results_table(results, title))
+    console.print(results_table(results, columns, title))
 
 
-
-def print_relearn(relearn: Mapping, title: str = "") -> None:
+def print_relearn(relearn: Mapping, columns: Mapping[str, str], title: str = "") -> None:
     """The relearning attack: before -> after on the held-out forget questions, the average
     accuracy gain AG, and the same for the never-trained control when it ran."""
     console = Console()
@@ -83,7 +81,8 @@ def print_relearn(relearn: Mapping, title: str = "") -> None:
                                                          relearn.get("control"))):
         if not entry:
             continue
-        console.print(results_table(entry, f"{title}: {label}", stages=("before", "after"),
+        console.print(results_table(entry, columns, f"{title}: {label}",
+                                    stages=("before", "after"),
                                     caption="before → after relearning, held-out forget people"))
         average = entry.get("average_gain")
         console.print(f"{label}: average accuracy gain AG = "

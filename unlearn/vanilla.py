@@ -23,10 +23,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import ConcatDataset, Dataset
 
+from unlearn.data.configured import data_twin
 from unlearn.data.hints import FreshHints
 from unlearn.data.prompts import answer_text, build_prompt
 from unlearn.data.schema import Sample
-from unlearn.data.synthetic import synthetic_args
 from unlearn.methods.gradient import FineTune
 from unlearn.models.loading import load_checkpoint, load_model_and_processor, save_checkpoint
 from unlearn.models.modules import select_trainable
@@ -92,12 +92,12 @@ def vanilla_seed(cfg: DictConfig) -> int:
 def data_recipe(cfg: DictConfig, bench: Any = None) -> Any:
     """What identifies the fine-tuning data on every machine: the synthetic twin's generator
     version and arguments, else a hash of the benchmark's ``ft_Data``."""
-    synthetic = cfg.data.get("synthetic")
-    if synthetic:
-        return synthetic_args(**plain(synthetic))
+    twin = data_twin(cfg)
+    if twin is not None:
+        return twin.recipe
     if bench is None:
         raise ValueError(f"data={cfg.data.name!r}: the benchmark is needed to fingerprint it")
-    return bench.fingerprint(["ft_Data"])
+    return bench.fingerprint("finetune")
 
 
 def vanilla_recipe(cfg: DictConfig, data: Any) -> dict[str, Any]:
@@ -143,20 +143,29 @@ def base_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any]:
         return load_model_and_processor(cfg.model)
     with torch.random.fork_rng():
         return load_model_and_processor(cfg.model,
-                                        extra_corpus=tokenizer_corpus(bench.finetune()))
+                                        extra_corpus=tokenizer_corpus(bench.train_set("finetune")))
 
 
-def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
-    """The pre-unlearning model and processor, plus provenance for the manifest."""
+def vanilla_model(cfg: DictConfig, bench: Any, part: str = "finetune"
+                  ) -> tuple[Any, Any, dict]:
+    """The pre-unlearning model and processor, plus provenance for the manifest.
+
+    ``part="gold"``: the same stage on the benchmark's ``gold`` set (the retain-only model that
+    forget quality compares against), keyed by the forget set too and never the published or
+    shipped vanilla model.
+    """
     mcfg = cfg.model
-    published = mcfg.vanilla.get("checkpoint")
+    published = mcfg.vanilla.get("checkpoint") if part == "finetune" else None
     if published:
         pre = OmegaConf.merge(mcfg, {"source": "pretrained", "pretrained_id": published})
         model, processor = load_model_and_processor(pre)
         return model, processor, {"vanilla": published, "fingerprint": f"published:{published}"}
-    recipe = vanilla_recipe(cfg, data_recipe(cfg, bench))
+    data = data_recipe(cfg, bench)
+    if part != "finetune":
+        data = {"data": data, "part": part, "forget": list(bench.forget_ids)}
+    recipe = vanilla_recipe(cfg, data)
     key = fingerprint(recipe)
-    shipped = mcfg.vanilla.get("shipped") and shipped_record(mcfg.name)
+    shipped = part == "finetune" and mcfg.vanilla.get("shipped") and shipped_record(mcfg.name)
     if shipped and shipped["key"] == key:
         drift = _version_drift(shipped.get("versions", {}))
         if drift:
@@ -171,9 +180,9 @@ def vanilla_model(cfg: DictConfig, bench: Any) -> tuple[Any, Any, dict]:
                  mcfg.name, shipped["key"], key)
     path = Path(cfg.paths.cache_dir) / "vanilla" / f"{mcfg.name}-{key}"
     if job_rank() > 0:  # the stage's trainer spans every rank: rank 0 decides for its job
-        return _follow_rank_zero(cfg, bench, path, recipe)
+        return _follow_rank_zero(cfg, bench, path, recipe, part)
     with build_lock(path):  # concurrent jobs: one builds, the others wait and reuse
-        return _cached_or_built(cfg, bench, path, recipe)
+        return _cached_or_built(cfg, bench, path, recipe, part)
 
 
 def _building(path: Path) -> Path:
@@ -182,8 +191,8 @@ def _building(path: Path) -> Path:
     return path.with_name(f".{path.name}.building")
 
 
-def _cached_or_built(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, Any]
-                     ) -> tuple[Any, Any, dict]:
+def _cached_or_built(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, Any],
+                     part: str) -> tuple[Any, Any, dict]:
     """The cache entry at ``path`` if readable, else a fresh build of ``recipe`` saved there."""
     mcfg, key = cfg.model, fingerprint(recipe)
     info = {"vanilla": str(path), "fingerprint": key}
@@ -199,20 +208,20 @@ def _cached_or_built(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, 
     marker = _building(path)
     marker.write_text(job_id())
     try:
-        return _build(cfg, bench, path, recipe)
+        return _build(cfg, bench, path, recipe, part)
     finally:
         marker.unlink(missing_ok=True)
 
 
-def _follow_rank_zero(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, Any]
-                      ) -> tuple[Any, Any, dict]:
+def _follow_rank_zero(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, Any],
+                      part: str) -> tuple[Any, Any, dict]:
     """What a rank > 0 of a multi-process job (Slurm tasks, Lightning's DDP processes) does:
     join the build its rank 0 announced, else load the entry its rank 0 found. Taking the lock
     itself would deadlock (rank 0 holds it while its trainer waits for this rank)."""
     marker, job = _building(path), job_id()
     while True:
         if marker.is_file() and marker.read_text() == job:
-            return _build(cfg, bench, path, recipe)
+            return _build(cfg, bench, path, recipe, part)
         if (path / RECORD).exists():
             try:
                 model, processor = load_checkpoint(str(path), cfg.model.family, cfg.model.dtype)
@@ -223,13 +232,16 @@ def _follow_rank_zero(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str,
         time.sleep(POLL_S)
 
 
-def _build(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, Any]
+def _build(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, Any], part: str
            ) -> tuple[Any, Any, dict]:
-    """Run the stage on every rank of the job and save the entry from rank 0."""
+    """Run the stage on ``bench.train_set(part)`` on every rank of the job and save the entry
+    from rank 0. A tiny model's tokenizer is always trained on the fine-tuning texts, so the
+    gold model shares the vanilla model's tokenizer."""
     key = fingerprint(recipe)
     # a killed build resumes from the states saved here (the lock keeps other jobs out)
     states = path.with_name(f".{path.name}.resume")
-    model, processor, record = _train(cfg, bench.finetune(), states)
+    model, processor, record = _train(cfg, bench.train_set(part), states,
+                                      corpus=bench.train_set("finetune"))
     record |= {"key": key, "recipe": recipe, "versions": library_versions()}
     if record.pop("rank") == 0:
         with atomic_dir(path) as tmp:
@@ -240,13 +252,15 @@ def _build(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, Any]
                               "seconds": record["seconds"]}
 
 
-def _train(cfg: DictConfig, bench_train: list[Sample], states: Path
-           ) -> tuple[Any, Any, dict[str, Any]]:
+def _train(cfg: DictConfig, bench_train: list[Sample], states: Path,
+           corpus: list[Sample] | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """Build the model and run the stage: the optional warm-up, then the epochs; each phase
-    saves its state in ``states`` and resumes from it."""
+    saves its state in ``states`` and resumes from it. A tiny model's tokenizer learns the
+    texts of ``corpus`` (default: ``bench_train``)."""
     mcfg, seed = cfg.model, vanilla_seed(cfg)
     L.seed_everything(seed, workers=True, verbose=False)
-    model, processor = load_model_and_processor(mcfg, extra_corpus=tokenizer_corpus(bench_train))
+    model, processor = load_model_and_processor(
+        mcfg, extra_corpus=tokenizer_corpus(bench_train if corpus is None else corpus))
     counts = select_trainable(model, mcfg.vanilla.trainable)
     log.info("vanilla fine-tune on %d items, %s", len(bench_train), counts)
     start = time.time()

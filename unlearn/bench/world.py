@@ -62,7 +62,7 @@ def load_world(overrides: Sequence[str] = ()) -> World:
     cfg = compose(overrides)
     bench = load_benchmark(cfg)
     model, processor = load_model_and_processor(
-        cfg.model, extra_corpus=tokenizer_corpus(bench.finetune()))
+        cfg.model, extra_corpus=tokenizer_corpus(bench.train_set("finetune")))
     return World(tuple(overrides), cfg, bench, model, processor)
 
 

@@ -15,10 +15,11 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 
+from unlearn.data.benchmark import Benchmark
 from unlearn.data.hub import LazyImage, Rows, iter_rows, load_config, source_fingerprint
 from unlearn.data.schema import Modality, Sample, Task
 
@@ -251,7 +252,7 @@ def _select_ids(ds: datasets.Dataset, config: str, keep: Sequence[str]) -> datas
 
 
 @dataclass
-class MLLMUBench:
+class MLLMUBench(Benchmark):
     """MLLMU-Bench at one forget ratio: ID splits, eval sets and training sets as Samples.
 
     ``source`` is a hub id (``MLLMMU/MLLMU-Bench``) or a local folder in the hub layout
@@ -260,6 +261,9 @@ class MLLMUBench:
     ``celebrity`` (``Retain_Set``). Training sets come from ``ft_Data``; the pure-text QA
     pairs of :meth:`forget_text_qa` / :meth:`retain_text_qa` from ``Full_Set``.
     """
+
+    forget_ratios: ClassVar[tuple[int, ...]] = FORGET_RATIOS
+    eval_split_names: ClassVar[tuple[str, ...]] = ("forget", "test", "retain", "celebrity")
 
     source: str = HUB_ID
     forget_ratio: int = 5
@@ -343,18 +347,47 @@ class MLLMUBench:
             _select_ids(self.dataset("Full_Set"), "Full_Set", self.retain_ids), "retain"
         )
 
-    def fingerprint(self, configs: Sequence[str] | None = None) -> str:
-        """Stable hash of the data behind ``configs`` (default: all five this split uses).
+    # ---- the Benchmark interface
+    def eval_split(self, name: str) -> list[Sample]:
+        if name not in self.eval_split_names:
+            raise ValueError(f"MLLMU-Bench has no evaluation split {name!r} "
+                             f"(it has {list(self.eval_split_names)})")
+        return getattr(self, name)()
 
-        ``fingerprint(["ft_Data"])`` keys what depends only on the fine-tuning data (the
-        vanilla model) independently of the forget ratio.
+    def train_set(self, name: str) -> list[Sample]:
+        sets = {"finetune": self.finetune, "forget": self.forget_train,
+                "retain": self.retain_train, "forget_text": self.forget_text_qa,
+                "retain_text": self.retain_text_qa, "gold": self.gold_train}
+        if name not in sets:
+            raise ValueError(f"no training set {name!r} (known: {list(sets)})")
+        return sets[name]()
+
+    def gold_train(self) -> list[Sample]:
+        """ft_Data without the forget profiles: what a model that never saw them learns."""
+        ft = self.dataset("ft_Data")
+        forget = set(self.forget_ids)
+        return train_samples(_select_ids(ft, "ft_Data",
+                                         [i for i in _ids(ft, "ft_Data") if i not in forget]),
+                             "gold")
+
+    def fingerprint(self, part: str = "eval") -> str:
+        """Stable hash of the data behind ``part``: ``"eval"`` (the five configs a run reads),
+        ``"finetune"`` (``ft_Data``: the vanilla model, independent of the forget ratio) or
+        ``"gold"`` (``ft_Data`` and the forget IDs).
 
         Local folders hash file contents (identical twins hash alike wherever they live);
         hub sources hash the source id plus each loaded config's ``_fingerprint``.
         """
-        names = tuple(
-            configs or (self.forget_config, self.retain_config, "Test_Set", "Retain_Set", "ft_Data")
-        )
+        parts = {"eval": (self.forget_config, self.retain_config, "Test_Set", "Retain_Set",
+                          "ft_Data"),
+                 "finetune": ("ft_Data",), "gold": ("ft_Data", self.forget_config)}
+        if part not in parts:
+            raise ValueError(f"fingerprint part {part!r} is not one of {list(parts)}")
+        return self.configs_fingerprint(parts[part])
+
+    def configs_fingerprint(self, names: Sequence[str]) -> str:
+        """Stable hash of the configs ``names``."""
+        names = tuple(names)
         if names not in self._fingerprints:
             # the seed matters only through Test_Set's view choice
             seed = self.seed if "Test_Set" in names else None

@@ -1,4 +1,6 @@
-"""MLLMU-Bench evaluation: every split, image+text and text-only, three task formats."""
+"""Generation-based evaluation of any benchmark: every split, image+text and text-only, each
+task scored by the metrics its ``eval`` config names (MLLMU-Bench: classification, cloze,
+generation; CLEAR: name choice, QA)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,9 @@ from unlearn.data.collate import CLEAN, View
 from unlearn.data.prompts import build_prompt
 from unlearn.data.schema import MODALITIES, Sample
 from unlearn.eval.generate import generate
-from unlearn.eval.metrics import aggregate, score
+from unlearn.eval.metrics import TASK_METRICS, aggregate, score
 
-EVAL_TASKS: tuple[str, ...] = ("classification", "cloze", "generation")
-# official eval.py: classification shots for forget / test / retain only, cloze shots everywhere
-NO_CLASSIFICATION_SHOTS = ("celebrity",)
+EVAL_TASKS: tuple[str, ...] = tuple(TASK_METRICS)  # MLLMU-Bench's
 
 
 def with_few_shot(samples: Sequence[Sample], task: str, n_ids: int, rng: random.Random
@@ -40,14 +40,18 @@ def with_few_shot(samples: Sequence[Sample], task: str, n_ids: int, rng: random.
 
 
 def few_shot_splits(splits: Mapping[str, Sequence[Sample]], shot_ids: Mapping[str, int],
-                    seed: int = 0) -> dict[str, list[Sample]]:
-    """Every split with few-shot prompts for the tasks in ``shot_ids`` (task -> profile count)."""
+                    seed: int = 0, skip: Mapping[str, Sequence[str]] | None = None
+                    ) -> dict[str, list[Sample]]:
+    """Every split with few-shot prompts for the tasks in ``shot_ids`` (task -> profile count),
+    except the splits ``skip[task]`` lists (MLLMU's eval.py: no classification shots on the
+    celebrity split)."""
     rng = random.Random(seed)
+    skip = skip or {}
     out = {}
     for split, samples in splits.items():
         items = [s for s in samples if s.task not in shot_ids]
         for task, n_ids in shot_ids.items():
-            if task == "classification" and split in NO_CLASSIFICATION_SHOTS:
+            if split in skip.get(task, ()):
                 items += [s for s in samples if s.task == task]
             else:
                 items += with_few_shot(samples, task, int(n_ids), rng)
@@ -58,14 +62,17 @@ def few_shot_splits(splits: Mapping[str, Sequence[Sample]], shot_ids: Mapping[st
 def evaluate(model: Any, processor: Any, family: str, splits: Mapping[str, Sequence[Sample]],
              *, max_new_tokens: Mapping[str, int], batch_size: int = 32,
              letter_parser: str = "official", view: View = CLEAN,
+             metrics: Mapping[str, Sequence[str]] = TASK_METRICS,
              ) -> tuple[dict[str, dict[str, dict[str, float]]], list[dict]]:
     """Metrics ``{split: {modality: {metric: value}}}`` and one record per question.
 
-    Each task is generated across all splits in one length-sorted pass, so batches are full.
+    ``metrics`` maps each evaluated task to its metric names (default: MLLMU-Bench's); items
+    of other tasks are not evaluated. Each task is generated across all splits in one
+    length-sorted pass, so batches are full.
     """
     records: list[dict] = []
     with Progress(transient=True) as progress:
-        for task in EVAL_TASKS:
+        for task, names in metrics.items():
             items = [s for samples in splits.values() for s in samples if s.task == task]
             if not items:
                 continue
@@ -79,9 +86,10 @@ def evaluate(model: Any, processor: Any, family: str, splits: Mapping[str, Seque
                     "prompt": build_prompt(s, family, processor, instruction=view.instruction,
                                            suffix=view.suffix),
                     "prediction": pred, "truth": s.answer,
-                    "score": score(task, pred, s.answer, s.options, letter_parser),
+                    "score": score(task, pred, s.answer, s.options, letter_parser,
+                                   metrics=names),
                 })
-    metrics = {
+    values = {
         split: {
             mod: aggregate(r["score"] for r in records
                            if r["split"] == split and r["modality"] == mod)
@@ -89,4 +97,4 @@ def evaluate(model: Any, processor: Any, family: str, splits: Mapping[str, Seque
         }
         for split in splits
     }
-    return metrics, records
+    return values, records

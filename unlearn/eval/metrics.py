@@ -1,18 +1,20 @@
-"""The MLLMU-Bench metrics, as the official ``eval.py`` computes them (docs/fidelity.md §12)."""
+"""Per-item metrics by name: MLLMU-Bench's, as its official ``eval.py`` computes them
+(docs/fidelity.md §12), and CLEAR's (name multiple choice, ROUGE recall).
+
+A benchmark's ``eval`` config maps each task to metric names of :data:`REGISTRY`; the
+evaluator scores every item of a task with those metrics.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 from rouge_score import rouge_scorer
 
 LETTER_PARSERS: tuple[str, ...] = ("official", "mmu")
-METRICS: tuple[str, ...] = (
-    "class_acc", "cloze_acc", "gen_rouge1", "gen_rouge2", "gen_rougeL", "gen_bleu"
-)
 
 
 def extract_answer(text: str) -> str:
@@ -52,10 +54,21 @@ def _scorer() -> rouge_scorer.RougeScorer:
     return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
 
 
+@lru_cache(maxsize=4096)
+def _rouge(truth: str, prediction: str) -> dict:
+    """rouge-score's scores of one answer, cached: several metrics read the same scores."""
+    return _scorer().score(truth, extract_answer(prediction).strip())
+
+
 def rouge(truth: str, prediction: str) -> dict[str, float]:
     """ROUGE-1/2/L F-measure with the Porter stemmer (rouge-score)."""
-    scores = _scorer().score(truth, extract_answer(prediction).strip())
+    scores = _rouge(truth, prediction)
     return {k: scores[k].fmeasure for k in ("rouge1", "rouge2", "rougeL")}
+
+
+def rouge_recall(truth: str, prediction: str) -> float:
+    """ROUGE-L recall with the Porter stemmer: CLEAR's official ROUGE (its ``eval.py``)."""
+    return _rouge(truth, prediction)["rougeL"].recall
 
 
 def bleu(truth: str, prediction: str) -> float:
@@ -68,18 +81,44 @@ def bleu(truth: str, prediction: str) -> float:
     )
 
 
-def score(task: str, prediction: str, truth: str, options: Iterable[str] | None = None,
-          letter_parser: str = "official") -> dict[str, float]:
-    """Per-item scores, keyed by the metric names of ``metrics.json``."""
-    if task == "classification":
-        return {"class_acc": float(parse_letter(prediction, options or (), letter_parser) == truth)}
-    if task == "cloze":
-        return {"cloze_acc": float(cloze_correct(prediction, truth))}
-    if task == "generation":
-        r = rouge(truth, prediction)
-        return {"gen_rouge1": r["rouge1"], "gen_rouge2": r["rouge2"], "gen_rougeL": r["rougeL"],
-                "gen_bleu": bleu(truth, prediction)}
-    raise ValueError(f"cannot score task {task!r}")
+# (prediction, truth, options, letter_parser) -> the item's value
+MetricFn = Callable[[str, str, Mapping[str, str] | None, str], float]
+
+REGISTRY: dict[str, MetricFn] = {
+    # MLLMU-Bench (eval.letter_parser picks the letter parser)
+    "class_acc": lambda p, t, o, parser: float(parse_letter(p, o or (), parser) == t),
+    "cloze_acc": lambda p, t, o, parser: float(cloze_correct(p, t)),
+    "gen_rouge1": lambda p, t, o, parser: rouge(t, p)["rouge1"],
+    "gen_rouge2": lambda p, t, o, parser: rouge(t, p)["rouge2"],
+    "gen_rougeL": lambda p, t, o, parser: rouge(t, p)["rougeL"],
+    "gen_bleu": lambda p, t, o, parser: bleu(t, p),
+    # CLEAR: the name/VQA multiple choice as MMUnlearner's CLEAR_eval.py parses it (first
+    # alphanumeric character), and the official ROUGE-L recall
+    "choice_acc": lambda p, t, o, parser: float(parse_letter(p, o or (), "mmu") == t),
+    "gen_rougeL_recall": lambda p, t, o, parser: rouge_recall(t, p),
+}
+METRICS: tuple[str, ...] = tuple(REGISTRY)
+# MLLMU-Bench's tasks and their metrics (conf/eval/mllmu.yaml says the same)
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("class_acc",),
+    "cloze": ("cloze_acc",),
+    "generation": ("gen_rouge1", "gen_rouge2", "gen_rougeL", "gen_bleu"),
+}
+
+
+def score(task: str, prediction: str, truth: str, options: Mapping[str, str] | None = None,
+          letter_parser: str = "official", metrics: Sequence[str] | None = None
+          ) -> dict[str, float]:
+    """Per-item scores, keyed by the metric names of ``metrics.json``: ``metrics`` (default:
+    MLLMU-Bench's for ``task``)."""
+    if metrics is None:
+        if task not in TASK_METRICS:
+            raise ValueError(f"cannot score task {task!r} without metric names")
+        metrics = TASK_METRICS[task]
+    unknown = [m for m in metrics if m not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; known: {list(REGISTRY)}")
+    return {m: REGISTRY[m](prediction, truth, options, letter_parser) for m in metrics}
 
 
 def aggregate(rows: Iterable[dict[str, float]]) -> dict[str, float]:

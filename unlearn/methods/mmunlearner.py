@@ -102,8 +102,7 @@ def saliency_mask(model: torch.nn.Module, sets: Mapping[str, Sequence[Sample]], 
         if setup.bench is None:
             raise ValueError("method.objective.preserve_text='full_set' reads the "
                              "benchmark's pure-text questions: Setup.bench is needed")
-        texts = {"forget_text": setup.bench.forget_text_qa(),
-                 "retain_text": setup.bench.retain_text_qa()}
+        texts = {name: setup.bench.train_set(name) for name in ("forget_text", "retain_text")}
     target, preserve = saliency_sets(sets["forget"], sets["retain"], **texts)
     if not target:
         raise ValueError("the saliency mask needs forget image+text questions (T is empty)")

@@ -160,7 +160,7 @@ def run_reference(cfg: Any, model: torch.nn.Module, objective: Any, bench: Any,
     if start_from not in REFERENCE_STARTS:
         raise ValueError(f"method.reference.finetune.start={start_from!r} is not one of "
                          f"{list(REFERENCE_STARTS)}")
-    retain = bench.retain_train()
+    retain = bench.train_set("retain")
     info: dict[str, Any] = {"source": source, "start": start_from, "retain_items": len(retain)}
     start = None
     if start_from == "base":
