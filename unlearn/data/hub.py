@@ -64,7 +64,8 @@ def load_config(
     that, ``datasets`` keys its cache on the folder path and README only, and a folder rebuilt
     in place (e.g. a twin with other arguments) would be served stale from the cache. Files
     named ``{split}-*.parquet`` form the split; a folder whose files name no split (see
-    :data:`SPLITS`) holds only ``train``. A split the config lacks raises :class:`MissingSplitError`.
+    :data:`SPLITS`) holds only ``train``. A split the config lacks raises
+    :class:`MissingSplitError`.
     """
     data_files = None
     if is_local(source):
