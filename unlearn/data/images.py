@@ -1,4 +1,4 @@
-"""Image helpers: decode any stored image form, draw synthetic portraits, make test views.
+"""Image helpers: decode any stored image form, draw synthetic portraits and scenes, make views.
 
 Benchmarks store images as ``{"bytes", "path"}`` dicts (parquet), decoded PIL images
 (``datasets`` with decoding on), raw bytes or file paths; :func:`to_pil` accepts all of them
