@@ -42,15 +42,8 @@ from unlearn.data.images import (
     png_bytes,
     scene_clashes,
 )
-from unlearn.data.synthetic import (
-    EVAL_QUESTIONS,
-    MAX_FACTS,
-    TXT,
-    Profile,
-    fact_sentence,
-    hash_seed,
-    make_profiles,
-)
+from unlearn.data.synthetic import MAX_FACTS, Profile, fact_sentence, hash_seed, make_profiles
+from unlearn.data.synthetic.items import EVAL_QUESTIONS, TXT
 
 log = logging.getLogger(__name__)
 
