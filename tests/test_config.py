@@ -10,7 +10,7 @@ from unlearn.config import ConfigError, build_objective, validate
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 GROUPS = {
-    "data": ["mllmu_bench", "synthetic_mllmu"],
+    "data": ["clear", "mllmu_bench", "synthetic_clear", "synthetic_mllmu"],
     "model": ["llava13b", "llava7b", "qwen25vl3b", "qwen2vl7b", "tiny_llava", "tiny_qwen25vl",
               "tiny_qwen2vl"],
     "method": ["ga", "ga_diff", "icu", "icu_t", "kl_min", "mmunlearner", "noise_t", "none", "npo",

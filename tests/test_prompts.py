@@ -37,6 +37,15 @@ def test_llava_cloze_and_generation_prompts():
                        "sentence in ENGLISH.\nASSISTANT:")
 
 
+def test_llava_choice_prompt_is_mmunlearners_clear_body():
+    opts = {"A": "Ava Berg", "B": "Bo Li"}
+    img = build_prompt(sample("choice", "image_text", "Who is it?", opts), "llava", None)
+    assert img == "USER: <image>\nWho is it?\nA. Ava Berg\nB. Bo Li\nASSISTANT:"
+    txt = build_prompt(sample("choice", "text_only", "Who is it?", opts), "llava", None)
+    assert txt == "USER:\nWho is it?\nA. Ava Berg\nB. Bo Li\nASSISTANT:"
+    assert answer_text(img, "B") == " B"
+
+
 QWEN_USER = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
 QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 QWEN_ASSISTANT = "<|im_end|>\n<|im_start|>assistant\n"
@@ -44,6 +53,7 @@ MCQ = ("What is the profession of this person?\nA: baker\nB: pilot\nC: nurse\nD:
        "Just give ONE letter representing the answer directly.")
 CLOZE = ("This person is a [Blank].\nPlease **ONLY** provide the correct answer that should "
          "replace the [Blank].")
+CHOICE = "Who?\nA. baker\nB. pilot\nC. nurse\nD. welder\n"
 GEN = ("Who?\nAnswer the question based on your trained knowledge in one sentence accurately "
        "in ENGLISH.")
 
@@ -67,10 +77,13 @@ def qwen_processors():
     ("generation", "text_only", "Who?", QWEN_USER + GEN + QWEN_ASSISTANT),
     ("qa", "image_text", "Who?", QWEN_USER + QWEN_IMAGE + "Who?" + QWEN_ASSISTANT),
     ("qa", "text_only", "Who?", QWEN_USER + "Who?" + QWEN_ASSISTANT),
+    # CLEAR choice: MMUnlearner's body right after the image, no instruction
+    ("choice", "image_text", "Who?", QWEN_USER + QWEN_IMAGE + CHOICE + QWEN_ASSISTANT),
+    ("choice", "text_only", "Who?", QWEN_USER + CHOICE + QWEN_ASSISTANT),
 ])
 def test_qwen_prompts(qwen_processors, task, modality, question, expected):
     s = sample(task, modality, question or "What is the profession of this person?",
-               options=OPTS if task == "classification" else None)
+               options=OPTS if task in ("classification", "choice") else None)
     for family, processor in qwen_processors.items():
         assert build_prompt(s, family, processor) == expected, family
 

@@ -28,10 +28,12 @@ from datasets.utils import (
 from PIL import Image
 
 from unlearn.data.images import to_pil
+from unlearn.errors import UserError
 
 log = logging.getLogger(__name__)
 
 SHARD = "train-00000-of-00001.parquet"
+SPLITS: tuple[str, ...] = ("train", "validation", "test")  # shard name prefixes on the hub
 Rows = datasets.Dataset | Iterable[Mapping[str, Any]]
 
 
@@ -40,38 +42,64 @@ def is_local(source: str) -> bool:
     return Path(source).expanduser().exists() or source.startswith(("/", ".", "~"))
 
 
+class MissingConfigError(UserError, ValueError):
+    """A local benchmark folder lacks a config the benchmark reads."""
+
+
+class MissingSplitError(ValueError):
+    """A config exists but has no such split (callers may try another one)."""
+
+
 def load_config(
     source: str,
     config: str,
     *,
+    split: str = "train",
     cache_dir: str | None = None,
     revision: str | None = None,
 ) -> datasets.Dataset:
-    """``load_dataset(source, config, split="train")`` with errors that name config and source.
+    """``load_dataset(source, config, split=split)`` with errors that name config and source.
 
     For a local folder the config's parquet files are also passed as ``data_files``: without
     that, ``datasets`` keys its cache on the folder path and README only, and a folder rebuilt
-    in place (e.g. a twin with other arguments) would be served stale from the cache.
+    in place (e.g. a twin with other arguments) would be served stale from the cache. Files
+    named ``{split}-*.parquet`` form the split; a folder whose files name no split (see
+    :data:`SPLITS`) holds only ``train``. A split the config lacks raises
+    :class:`MissingSplitError`.
     """
     data_files = None
     if is_local(source):
         root = Path(source).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"benchmark source folder {source!r} does not exist")
-        if not (root / config).is_dir():
+        folder = root / config
+        if not folder.is_dir():
             found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0] != ".")
-            raise ValueError(f"config {config!r} not found in {source!r} (folders: {found})")
+            raise MissingConfigError(f"config {config!r} not found in {source!r} "
+                                     f"(configs there: {found})")
         source = str(root)
-        data_files = {"train": f"{config}/*.parquet"}
+        if any(folder.glob(f"{split}-*.parquet")):
+            data_files = {split: f"{config}/{split}-*.parquet"}
+        elif split == "train" and not any(folder.glob(f"{s}-*.parquet") for s in SPLITS):
+            data_files = {split: f"{config}/*.parquet"}
+        else:
+            shards = sorted(p.name for p in folder.glob("*.parquet"))
+            raise MissingSplitError(f"config {config!r} of {source!r} has no split {split!r} "
+                                    f"(files: {shards})")
     try:
         return datasets.load_dataset(
             source,
             config,
-            split="train",
+            split=split,
             data_files=data_files,
             cache_dir=cache_dir,
             revision=revision,
         )
+    except ValueError as err:
+        if str(err).startswith("Unknown split"):
+            raise MissingSplitError(f"config {config!r} of {source!r} has no split {split!r}: "
+                                    f"{err}") from err
+        raise RuntimeError(f"cannot load config {config!r} from {source!r}: {err}") from err
     except Exception as err:
         raise RuntimeError(f"cannot load config {config!r} from {source!r}: {err}") from err
 
@@ -98,7 +126,10 @@ class LazyImage:
         if self.image is None:
             if self.value is None:
                 raise ValueError(f"{self.owner} has an image question but no image")
-            self.image = to_pil(self.value)
+            try:
+                self.image = to_pil(self.value)
+            except (OSError, ValueError, TypeError) as err:
+                raise ValueError(f"{self.owner}: the image does not decode ({err})") from None
         return self.image
 
 

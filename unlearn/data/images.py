@@ -1,4 +1,4 @@
-"""Image helpers: decode any stored image form, draw synthetic portraits, make test views.
+"""Image helpers: decode any stored image form, draw synthetic portraits and scenes, make views.
 
 Benchmarks store images as ``{"bytes", "path"}`` dicts (parquet), decoded PIL images
 (``datasets`` with decoding on), raw bytes or file paths; :func:`to_pil` accepts all of them
@@ -279,3 +279,37 @@ def to_pil(value: Any) -> Image.Image:
         with Image.open(value) as img:
             return img.convert("RGB")
     raise TypeError(f"cannot turn {type(value).__name__} into an image")
+
+
+# --------------------------------------------------------------------------- scenes
+SCENE_SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
+SCENE_COLOURS: dict[str, Colour] = SHIRTS  # ten plain, well separated colour names
+
+
+def scene_clashes(colour: str, background: str) -> bool:
+    """A shape that blends into its background cannot be asked about."""
+    return _colours_clash(SCENE_COLOURS[background], SCENE_COLOURS[colour])
+
+
+def draw_scene(shape: str, colour: str, background: str, size: int = 64) -> Image.Image:
+    """One large ``colour`` ``shape`` on a plain ``background`` (CLEAR twin's real_world VQA:
+    questions a model answers from the image alone); drawn at 4x, then shrunk."""
+    s = 256
+    img = Image.new("RGB", (s, s), SCENE_COLOURS[background])
+    d = ImageDraw.Draw(img)
+    fill = SCENE_COLOURS[colour]
+    lo, hi, mid = 48, 208, 128
+    if shape == "circle":
+        d.ellipse((lo, lo, hi, hi), fill=fill)
+    elif shape == "square":
+        d.rectangle((lo + 10, lo + 10, hi - 10, hi - 10), fill=fill)
+    elif shape == "triangle":
+        d.polygon([(mid, lo), (hi, hi), (lo, hi)], fill=fill)
+    elif shape == "diamond":
+        d.polygon([(mid, lo - 10), (hi + 10, mid), (mid, hi + 10), (lo - 10, mid)], fill=fill)
+    elif shape == "cross":
+        d.rectangle((mid - 28, lo, mid + 28, hi), fill=fill)
+        d.rectangle((lo, mid - 28, hi, mid + 28), fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r} (shapes: {list(SCENE_SHAPES)})")
+    return img.resize((size, size), Image.Resampling.LANCZOS)

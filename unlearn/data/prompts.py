@@ -4,6 +4,7 @@ One place builds every prompt (training and evaluation), so the vanilla fine-tun
 unlearning objectives and the evaluator all see the same format. LLaVA prompts are the
 official MLLMU-Bench ``eval.py`` strings (docs/fidelity.md §12); Qwen prompts are the
 MMUnlearner chat-template texts (§1.4), rendered with the processor's own chat template.
+CLEAR's ``choice`` questions use MMUnlearner's ``CLEAR_eval.py`` body for both families.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def question_with_options(question: str, options: dict[str, str]) -> str:
     return f"{question}\n" + "\n".join(f"{k}: {v}" for k, v in options.items())
 
 
+def choice_question(question: str, options: dict[str, str]) -> str:
+    """MMUnlearner ``CLEAR_eval.py``: question, one ``L. value`` line each, a final newline,
+    and no instruction."""
+    return f"{question}\n" + "\n".join(f"{k}. {v}" for k, v in options.items()) + "\n"
+
+
 def cloze_question(question: str) -> str:
     return question.replace("__", "[Blank]") + "\n" + CLOZE_INSTRUCTION
 
@@ -99,6 +106,9 @@ def _llava_prompt(s: Sample, instruction: str, suffix: str) -> str:
         body = cloze_question(q)
         return shots + (f"USER: <image>\n{body}\nASSISTANT:" if img
                         else f"USER:\n{body}\nASSISTANT:")
+    if s.task == "choice":  # the body ends with its own newline
+        body = choice_question(q, s.options or {})
+        return f"USER: <image>\n{body}ASSISTANT:" if img else f"USER:\n{body}ASSISTANT:"
     if s.task == "generation":
         if img:
             return f"USER: <image>\n{q}\n{GEN_INSTRUCTION_IMAGE}\nASSISTANT: "
@@ -113,6 +123,8 @@ def _qwen_text(s: Sample, instruction: str, suffix: str) -> str:
         return "\n" + question_with_options(q, s.options or {}) + "\n" + MCQ_INSTRUCTION
     if s.task == "cloze":
         return ("\n" if s.has_image else "") + cloze_question(q)
+    if s.task == "choice":
+        return choice_question(q, s.options or {})
     if s.task == "generation":
         return f"{q}\n{GEN_INSTRUCTION_IMAGE}"
     return q

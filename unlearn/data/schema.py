@@ -7,10 +7,10 @@ from typing import Literal
 
 from PIL import Image
 
-Task = Literal["generation", "classification", "cloze", "qa"]
+Task = Literal["generation", "classification", "cloze", "qa", "choice"]
 Modality = Literal["image_text", "text_only"]
 
-TASKS: tuple[str, ...] = ("generation", "classification", "cloze", "qa")
+TASKS: tuple[str, ...] = ("generation", "classification", "cloze", "qa", "choice")
 MODALITIES: tuple[str, ...] = ("image_text", "text_only")
 
 
@@ -18,9 +18,10 @@ MODALITIES: tuple[str, ...] = ("image_text", "text_only")
 class Sample:
     """One question about one profile.
 
-    ``answer`` is what the model should produce: the option letter for classification, the
-    missing word(s) for cloze, a sentence for generation, free text for ``qa`` (plain
-    fine-tuning pairs without a task format, as in the official ``ft_Data``).
+    ``answer`` is what the model should produce: the option letter for classification (MLLMU's
+    MCQ format) and choice (CLEAR's, as MMUnlearner asks it), the missing word(s) for cloze, a
+    sentence for generation, free text for ``qa`` (plain fine-tuning pairs without a task
+    format, as in the official ``ft_Data``).
     ``question`` is the raw question (without options or format instructions); prompt
     building lives in :mod:`unlearn.data.prompts`.
     """
