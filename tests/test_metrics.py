@@ -90,3 +90,39 @@ def test_score_and_aggregate():
     assert list(agg) == ["class_acc", "cloze_acc", "gen_rouge1", "gen_rouge2", "gen_rougeL",
                          "gen_bleu"]
     assert not math.isnan(agg["gen_rouge2"])
+
+
+def test_rouge_recall_is_clears_and_differs_from_f_by_hand():
+    # truth 6 tokens, prediction 3, LCS 3: recall 3/6, precision 3/3, F = 2*0.5*1/1.5
+    truth, short = "the cat sat on the mat", "the cat sat"
+    values = score("qa", short, truth, metrics=["gen_rougeL", "gen_rougeL_recall"])
+    assert values == pytest.approx({"gen_rougeL": 2 / 3, "gen_rougeL_recall": 0.5})
+    # a prediction that repeats the whole truth and more: recall 1, F below 1
+    long = score("qa", truth + " and then slept all day", truth,
+                 metrics=["gen_rougeL_recall", "gen_rougeL"])
+    assert long["gen_rougeL_recall"] == 1.0 and long["gen_rougeL"] == pytest.approx(12 / 17)
+
+
+def test_choice_accuracy_parses_the_first_alphanumeric_character():
+    options = {"A": "Anna Berg", "B": "Ole Lund", "C": "Mei Tan", "D": "Ravi Sen"}
+    assert score("choice", "(B) Ole Lund", "B", options, metrics=["choice_acc"]) == {
+        "choice_acc": 1.0}
+    assert score("choice", " b.", "B", options, metrics=["choice_acc"])["choice_acc"] == 1.0
+    assert score("choice", "Ole Lund", "B", options, metrics=["choice_acc"])["choice_acc"] == 0.0
+    # the letter parser setting does not change it (classification's "official" would fail)
+    assert score("choice", "(B)", "B", options, "official", ["choice_acc"])["choice_acc"] == 1.0
+
+
+def test_scoring_an_unknown_metric_or_task_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown metric.*gen_rougeL_recall"):
+        score("qa", "x", "x", metrics=["gen_meteor"])
+    with pytest.raises(ValueError, match="cannot score task 'qa' without metric names"):
+        score("qa", "x", "x")
+
+
+def test_aggregate_keeps_registry_order_then_likelihood_metrics():
+    rows = [{"qa_prob": 0.2, "gen_rougeL": 1.0, "choice_acc": 0.0},
+            {"qa_prob": 0.4, "choice_acc": 1.0}]
+    means = aggregate(rows)
+    assert list(means) == ["gen_rougeL", "choice_acc", "qa_prob"]
+    assert means == pytest.approx({"gen_rougeL": 1.0, "choice_acc": 0.5, "qa_prob": 0.3})

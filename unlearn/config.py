@@ -217,6 +217,18 @@ def _check_benchmark(cfg: DictConfig) -> None:
     if unscored:
         raise ConfigError(f"eval.table shows {unscored}, which eval.metrics does not score "
                           f"(it scores {sorted(scored)})")
+    lk = cfg.eval.get("likelihood") or {}
+    if lk.get("enabled"):
+        if lk.get("task") not in metrics:
+            raise ConfigError(f"eval.likelihood.task={lk.get('task')!r} is not one of the "
+                              f"evaluated tasks {list(metrics)}")
+        unscored = [m for m in lk.get("utility") or () if m not in scored]
+        if unscored:
+            raise ConfigError(f"eval.likelihood.utility has {unscored}, which eval.metrics "
+                              f"does not score (it scores {sorted(scored)})")
+        if lk.get("forget_quality") and bench.forget_split not in cfg.eval.splits:
+            raise ConfigError(f"eval.likelihood.forget_quality needs the {bench.forget_split!r} "
+                              f"split in eval.splits={list(cfg.eval.splits)}")
 
 
 def _check_relearn(cfg: DictConfig) -> None:

@@ -18,10 +18,11 @@ from unlearn import progress
 from unlearn.config import build_objective, validate
 from unlearn.data.benchmark import Benchmark
 from unlearn.data.collate import CLEAN, Collator, View
-from unlearn.data.configured import load_benchmark
+from unlearn.data.configured import benchmark_class, load_benchmark
 from unlearn.data.views import VIEW_ATTACKS, attack_view, intervention_view
 from unlearn.errors import UserError
 from unlearn.eval.evaluator import evaluate, few_shot_splits
+from unlearn.eval.likelihood_items import likelihood_summary
 from unlearn.fidelity import deviations
 from unlearn.loggers import build_logger, log_results
 from unlearn.methods.base import Setup
@@ -59,7 +60,9 @@ def run_eval(cfg: DictConfig, model: Any, processor: Any, splits: dict, view: Vi
     e = cfg.eval
     return evaluate(model, processor, cfg.model.family, splits,
                     max_new_tokens=e.max_new_tokens, batch_size=int(e.batch_size),
-                    letter_parser=e.letter_parser, view=view, metrics=plain(e.metrics))
+                    letter_parser=e.letter_parser, view=view, metrics=plain(e.metrics),
+                    likelihood=bool(e.likelihood.enabled),
+                    forget_split=benchmark_class(cfg).forget_split)
 
 
 def inference_view(cfg: DictConfig) -> View:
@@ -101,6 +104,29 @@ def _cached_or_evaluated(cfg: DictConfig, model: Any, processor: Any, splits: di
         write_json(tmp / "metrics.json", metrics)
         write_jsonl(tmp / "generations.jsonl", records)
     return metrics, records, False
+
+
+def gold_eval(cfg: DictConfig, bench: Benchmark, splits: dict, key: str
+              ) -> tuple[dict, list, dict]:
+    """The gold model's results on the forget split, cached: the vanilla stage on the
+    benchmark's ``gold`` set (it never saw the forget people), which forget quality compares
+    the evaluated models against."""
+    model, processor, info = vanilla_model(cfg, bench, part="gold")
+    forget = {bench.forget_split: splits[bench.forget_split]}
+    metrics, records, _ = base_eval(cfg, model, processor, forget,
+                                    f"{key}-gold-{info['fingerprint']}")
+    return metrics, records, info
+
+
+def summarize(cfg: DictConfig, results: dict, records: list[dict], gold: list[dict] | None
+              ) -> dict[str, dict[str, float]]:
+    """Model utility (and forget quality with a gold model) of every evaluated model."""
+    lk = cfg.eval.likelihood
+    forget_split = benchmark_class(cfg).forget_split
+    return {stage: likelihood_summary(
+        results[stage], [r for r in records if r["model"] == stage and "attack" not in r],
+        forget_split=forget_split, task=lk.task, utility=list(lk.utility), gold_records=gold)
+        for stage in ("base", "unlearned") if stage in results}
 
 
 def objective_setup(cfg: DictConfig, bench: Benchmark, processor: Any, provenance: dict,
@@ -174,6 +200,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         results[attack] = {"base": attacked}
         records += [dict(r, model="base", attack=attack) for r in attacked_records]
     timings["base_eval"] = time.time() - t
+    gold_records, gold_info = None, {}
+    if cfg.eval.likelihood.enabled and cfg.eval.likelihood.forget_quality:
+        t = time.time()
+        results["gold"], gold_records, gold_info = gold_eval(cfg, bench, splits, key)
+        records += [dict(r, model="gold") for r in gold_records]
+        timings["gold"] = time.time() - t
 
     manifest: dict[str, Any] = {
         "run_name": cfg.run_name, "seed": cfg.seed, "git_commit": git_commit(),
@@ -183,6 +215,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                     "forget_ids": list(bench.forget_ids)},
         "model": {"name": cfg.model.name, **provenance},
         "base_eval_cached": base_cached,
+        **({"gold": gold_info} if gold_info else {}),
         "fidelity": deviations(cfg),
         "scale": {"model": model_scale(cfg), "values": scaled_values(cfg)},
     }
@@ -235,6 +268,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         records += new_records
         timings["relearn"] = time.time() - t
 
+    if cfg.eval.likelihood.enabled:
+        results["summary"] = summarize(cfg, results, records, gold_records)
     manifest["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     write_json(run_dir / "metrics.json", results)
     write_jsonl(run_dir / "generations.jsonl", records)

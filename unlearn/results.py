@@ -56,11 +56,11 @@ def results_table(results: Mapping[str, Metrics], columns: Mapping[str, str], ti
     first = results[stages[0]]
     for split, by_mod in first.items():
         for modality in by_mod:
-            cells = []
-            for metric in columns:
-                values = [results[s].get(split, {}).get(modality, {}).get(metric)
-                          for s in stages]
-                cells.append(" → ".join("-" if v is None else f"{v:.3f}" for v in values))
+            values = [[results[s].get(split, {}).get(modality, {}).get(metric)
+                       for s in stages] for metric in columns]
+            if all(v is None for row in values for v in row):
+                continue  # no item of this split has this modality (CLEAR's real faces)
+            cells = [" → ".join("-" if v is None else f"{v:.3f}" for v in row) for row in values]
             table.add_row(split, MODALITY_LABELS.get(modality, modality), *cells)
     return table
 
@@ -70,6 +70,12 @@ def print_results(results: Mapping[str, Metrics], columns: Mapping[str, str], ti
     console = Console()
     console.width = max(console.width, 110)  # never wrap the table, even when piped
     console.print(results_table(results, columns, title))
+    stages = [s for s in ("base", "unlearned") if s in results.get("summary", {})]
+    for key in ("forget_quality", "model_utility"):
+        values = [results["summary"][s].get(key) for s in stages]
+        if any(v is not None for v in values):
+            console.print(f"{key.replace('_', ' ')}: "
+                          + " → ".join("-" if v is None else f"{v:.4g}" for v in values))
 
 
 def print_relearn(relearn: Mapping, columns: Mapping[str, str], title: str = "") -> None:

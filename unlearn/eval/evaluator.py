@@ -15,6 +15,7 @@ from unlearn.data.collate import CLEAN, View
 from unlearn.data.prompts import build_prompt
 from unlearn.data.schema import MODALITIES, Sample
 from unlearn.eval.generate import generate
+from unlearn.eval.likelihood_items import add_likelihood
 from unlearn.eval.metrics import TASK_METRICS, aggregate, score
 
 EVAL_TASKS: tuple[str, ...] = tuple(TASK_METRICS)  # MLLMU-Bench's
@@ -63,12 +64,15 @@ def evaluate(model: Any, processor: Any, family: str, splits: Mapping[str, Seque
              *, max_new_tokens: Mapping[str, int], batch_size: int = 32,
              letter_parser: str = "official", view: View = CLEAN,
              metrics: Mapping[str, Sequence[str]] = TASK_METRICS,
+             likelihood: bool = False, forget_split: str = "forget",
              ) -> tuple[dict[str, dict[str, dict[str, float]]], list[dict]]:
     """Metrics ``{split: {modality: {metric: value}}}`` and one record per question.
 
     ``metrics`` maps each evaluated task to its metric names (default: MLLMU-Bench's); items
     of other tasks are not evaluated. Each task is generated across all splits in one
-    length-sorted pass, so batches are full.
+    length-sorted pass, so batches are full. ``likelihood``: also the likelihood metrics of
+    the items that have them (:mod:`unlearn.eval.likelihood_items`; truth ratios are
+    folded the forget way on ``forget_split``).
     """
     records: list[dict] = []
     with Progress(transient=True) as progress:
@@ -79,8 +83,9 @@ def evaluate(model: Any, processor: Any, family: str, splits: Mapping[str, Seque
             preds = generate(model, processor, family, items, view=view,
                              max_new_tokens=int(max_new_tokens[task]), batch_size=batch_size,
                              progress=progress, description=f"eval {task}")
+            task_records = []
             for s, pred in zip(items, preds, strict=True):
-                records.append({
+                task_records.append({
                     "split": s.split, "modality": s.modality, "task": task,
                     "profile_id": s.profile_id, "question": s.question, "options": s.options,
                     "prompt": build_prompt(s, family, processor, instruction=view.instruction,
@@ -89,6 +94,11 @@ def evaluate(model: Any, processor: Any, family: str, splits: Mapping[str, Seque
                     "score": score(task, pred, s.answer, s.options, letter_parser,
                                    metrics=names),
                 })
+            if likelihood:
+                add_likelihood(model, processor, family, items, task_records, task,
+                               forget_split=forget_split, batch_size=batch_size, view=view,
+                               progress=progress)
+            records += task_records
     values = {
         split: {
             mod: aggregate(r["score"] for r in records

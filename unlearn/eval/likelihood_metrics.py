@@ -84,6 +84,17 @@ def model_utility(values: Sequence[float]) -> float:
     return 0.0 if min(values) == 0 else float(hmean(values))
 
 
+def item_values(row: Row, *, forget: bool, normalized: bool) -> dict[str, float]:
+    """One item's share of :func:`probability` and :func:`truth_ratio` (their means over a
+    split's items are those metrics) and its ``raw_truth_ratio`` (:func:`truth_ratios`); the
+    truth ratios only when the item has wrong answers."""
+    out = {"prob": probability([row], normalized=normalized)}
+    if row["perturbed_loss"]:
+        out["truth_ratio"] = truth_ratio([row], forget=forget)
+        out["raw_truth_ratio"] = truth_ratios([row])[0]
+    return out
+
+
 def likelihood_metrics(rows: Sequence[Row], *, forget: bool, normalized: bool
                        ) -> dict[str, float]:
     """One split's ``prob`` (:func:`probability`) and ``truth_ratio`` (:func:`truth_ratio`);

@@ -122,11 +122,13 @@ def score(task: str, prediction: str, truth: str, options: Mapping[str, str] | N
 
 
 def aggregate(rows: Iterable[dict[str, float]]) -> dict[str, float]:
-    """Mean of each metric over the items that carry it, in ``METRICS`` order."""
+    """Mean of each metric over the items that carry it: ``METRICS`` in their order, then
+    the others (likelihood metrics) in the order first seen."""
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     for row in rows:
         for k, v in row.items():
             sums[k] = sums.get(k, 0.0) + v
             counts[k] = counts.get(k, 0) + 1
-    return {k: sums[k] / counts[k] for k in METRICS if k in counts}
+    order = [k for k in METRICS if k in counts] + [k for k in counts if k not in REGISTRY]
+    return {k: sums[k] / counts[k] for k in order}
