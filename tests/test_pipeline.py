@@ -93,3 +93,18 @@ def test_tiny_pipeline_po_with_lora(tmp_path):
     assert counts["by_group"]["language"]["trainable"] == 0
     logged = (tmp_path / "po" / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "train/margin" in logged and "train/refusal_nll" in logged
+
+
+@pytest.mark.slow
+def test_likelihood_metrics_are_an_opt_in_for_mllmu(tmp_path):
+    cfg = compose_cfg(tmp_path, ["method=none", "eval.likelihood.enabled=true",
+                                 "eval.splits=[forget,retain]"])
+    metrics = run(cfg, tmp_path / "run")
+    forget = metrics["base"]["forget"]
+    # classification items: the right option's text against the other three options
+    for modality in ("image_text", "text_only"):
+        assert {"classification_prob", "classification_truth_ratio"} <= set(forget[modality])
+        assert 0 < forget[modality]["classification_prob"] < 1
+    assert not {"cloze_prob", "generation_prob"} & set(forget["image_text"])  # no wrong answers
+    # no gold model unless asked: model utility only (retain's likelihood values)
+    assert list(metrics["summary"]["base"]) == ["model_utility"]
