@@ -26,7 +26,8 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 PAPER_TABLES = {
     "vgid_table1", "vgid_table2", "vgid_table3", "vgid_table4", "vgid_table4_replace",
     "vgid_table5", "vgid_table6", "vgid_table8", "vgid_table9", "vgid_figure4",
-    "mmunlearner_table1", "mmunlearner_table2", "mmunlearner_figure4", "mmunlearner_figure5",
+    "mmunlearner_table1", "mmunlearner_table1_clear", "mmunlearner_table2",
+    "mmunlearner_figure4", "mmunlearner_figure5",
 }
 
 

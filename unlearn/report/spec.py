@@ -9,11 +9,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from unlearn.data.clear import ClearBench
+from unlearn.data.mllmu import MLLMUBench
 from unlearn.errors import UserError
+from unlearn.eval.metrics import METRICS as REGISTRY_METRICS
 
-SPLITS = ("forget", "test", "retain", "celebrity")
+# the evaluation splits of the benchmarks a report can lay out (MLLMU-Bench, CLEAR)
+SPLITS = tuple(dict.fromkeys(MLLMUBench.eval_split_names + ClearBench.eval_split_names))
 MODALITIES = ("image_text", "text_only")
-METRICS = ("class_acc", "cloze_acc", "gen_rouge1", "gen_rouge2", "gen_rougeL", "gen_bleu")
+METRICS = REGISTRY_METRICS
 VIEWS = ("clean", "reverse_prompt")   # metrics.json top level, or its eval.attack section
 VIEW = "view"                          # the row key naming the view
 CHANGES = ("value", "delta", "reduction")   # a plot axis: unlearned, unlearned − base, base − it

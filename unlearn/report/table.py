@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PAPER_TABLES = ROOT / "experiments" / "paper_tables"
 # our model / split / modality names -> the transcribed tables' (experiments/paper_tables/README.md)
 PAPER_MODELS = {"llava7b": "llava-1.5-7b", "qwen2vl7b": "qwen2-vl-7b"}
-PAPER_SPLITS = {"celebrity": "realworld"}
+PAPER_SPLITS = {"celebrity": "realworld", "real_world": "realworld", "real_faces": "realface"}
 PAPER_MODALITIES = {"image_text": "vqa", "text_only": "qa"}
 CSV_FIELDS = ("row", "kind", "job", "status", "message", "split", "modality", "metric", "n",
               "value", "ci_low", "ci_high", "delta", "delta_low", "delta_high", "unit",
