@@ -84,3 +84,30 @@ def test_sigterm_in_training_exits_non_zero_with_a_message_and_no_results(tmp_pa
     assert job.returncode == 128 + signal.SIGTERM
     assert stderr.strip().splitlines()[-1].startswith("error: stopped by SIGTERM")
     assert not (run_dir / "metrics.json").exists()
+
+
+def _broken_clear(tmp_path, break_it) -> str:
+    """A small CLEAR twin copy with one defect (the real loader reads it)."""
+    from unlearn.data.clear_twin import ClearTwin
+
+    root = tmp_path / "clear"
+    ClearTwin(num_persons=10, portraits=1, qa_per_person=1, num_real_faces=4,
+              num_real_world=2).build(root)
+    break_it(root)
+    return str(root)
+
+
+@pytest.mark.parametrize(("defect", "message"), [
+    (lambda root: __import__("shutil").rmtree(root / "real_faces"),
+     "error: config 'real_faces' not found in '{root}' (configs there: ['forget01'"),
+    (lambda root: __import__("shutil").copytree(root / "forget10", root / "retain90",
+                                                 dirs_exist_ok=True),
+     "error: forget10 and retain90 of"),
+])
+def test_a_broken_clear_folder_is_one_line_and_nothing_trains(tmp_path, defect, message):
+    source = _broken_clear(tmp_path, defect)
+    out = run_unlearn("data=clear", f"data.source={source}", "method=none",
+                      f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(message.format(root=source))
+    assert not (tmp_path / ".cache" / "vanilla").exists()  # nothing trained

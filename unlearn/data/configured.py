@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from unlearn.data.benchmark import Benchmark
 from unlearn.errors import UserError
+from unlearn.utils import plain
 
 
 class Twin(Protocol):
@@ -53,5 +54,8 @@ def load_benchmark(cfg: DictConfig) -> Benchmark:
     twin = data_twin(cfg)
     if twin is not None:
         twin.build(str(cfg.data.source))
-    return instantiate(cfg.data.benchmark, source=str(cfg.data.source),
-                       forget_ratio=int(cfg.forget_ratio), seed=int(cfg.seed))
+    # called directly, not through hydra's instantiate, so that a loader's own error (a
+    # missing config, people in both sets) reaches the user as it is, not wrapped
+    options = {k: v for k, v in plain(cfg.data.benchmark).items() if k != "_target_"}
+    return benchmark_class(cfg)(source=str(cfg.data.source), forget_ratio=int(cfg.forget_ratio),
+                                seed=int(cfg.seed), **options)
