@@ -36,10 +36,8 @@ from unlearn.utils import plain
 
 log = logging.getLogger(__name__)
 
-# the evaluation splits that ask about the forget people (scored for the held-out ones)
-RELEARN_SPLITS: tuple[str, ...] = ("forget", "test")
 # the metrics that are accuracies: their gains are averaged into one AG
-ACCURACY_METRICS: tuple[str, ...] = ("class_acc", "cloze_acc")
+ACCURACY_METRICS: tuple[str, ...] = ("class_acc", "cloze_acc", "choice_acc")
 
 Metrics = dict[str, dict[str, dict[str, float]]]
 # (model, processor, splits) -> (metrics, records): the run's evaluation under its view
@@ -75,10 +73,11 @@ def relearn_items(forget_train: Sequence[Sample], people: PeopleSplit) -> list[S
 
 def heldout_splits(splits: Mapping[str, Sequence[Sample]], people: PeopleSplit
                    ) -> dict[str, list[Sample]]:
-    """The evaluation questions of :data:`RELEARN_SPLITS` about the held-out people only."""
+    """The evaluation questions about the held-out people, in every split that asks about
+    them (MLLMU-Bench: forget and test; CLEAR: forget)."""
     keep = set(people.heldout)
-    return {name: [s for s in splits[name] if s.profile_id in keep]
-            for name in RELEARN_SPLITS if name in splits}
+    kept = {name: [s for s in samples if s.profile_id in keep] for name, samples in splits.items()}
+    return {name: samples for name, samples in kept.items() if samples}
 
 
 def check_disjoint(items: Sequence[Sample], evaluated: Mapping[str, Sequence[Sample]]) -> None:
