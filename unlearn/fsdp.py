@@ -112,26 +112,37 @@ class FullWeights(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         root = trainer.strategy.model
         # every rank keeps a copy (in CPU memory): a later stage on every rank (NPO's
-        # retain-finetuned reference, then unlearning) starts from the whole weights
-        config = FullStateDictConfig(offload_to_cpu=True, rank0_only=False)
+        # retain-finetuned reference, then unlearning) starts from the whole weights.
+        # Offloading tensors already on the CPU crashed (a segfault cloning freed memory).
+        offload = trainer.strategy.root_device.type != "cpu"
+        config = FullStateDictConfig(offload_to_cpu=offload, rank0_only=False)
         with FSDP.state_dict_type(root, StateDictType.FULL_STATE_DICT, config):
             self.state = root.state_dict()
 
     def restore(self, module: torch.nn.Module) -> None:
         """Replace every FSDP (and activation-checkpoint) wrapper inside ``module`` by the
-        module it wraps and give each parameter and buffer its whole tensor (the same
-        parameter objects: tied weights stay tied)."""
+        module it wraps and give each parameter its whole tensor (the same parameter
+        objects: tied weights stay tied; FSDP does not shard buffers)."""
         unwrap(module)
         if self.state is None:  # training stopped before its end (an exception): no weights
             return
-        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-            tensor.data = self.state[name].to(tensor.device)
+        for name, param in module.named_parameters():
+            param.data = self.state[name].to(param.device)
         self.state = None
 
 
+# what torch's FSDP marks every managed submodule with (for torch.compile); transformers'
+# generate() reads the first as "FSDP: synchronise every rank's decoding" and waits for ranks
+# that are not generating
+FSDP_MARKS: tuple[str, ...] = ("_is_fsdp_managed_module", "_fsdp_use_orig_params")
+
+
 def unwrap(module: torch.nn.Module) -> None:
-    """Replace, in place, each FSDP unit and checkpoint wrapper by the module it wraps."""
+    """Replace, in place, each FSDP unit and checkpoint wrapper by the module it wraps, and
+    remove FSDP's marks from every submodule."""
     for parent in list(module.modules()):
+        for mark in FSDP_MARKS:
+            parent.__dict__.pop(mark, None)
         for name, child in list(parent.named_children()):
             inner = child
             while hasattr(inner, "_fsdp_wrapped_module") or hasattr(
