@@ -10,7 +10,8 @@ the original parameters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -81,6 +82,26 @@ def build_strategy(trainer_cfg: DictConfig, model: torch.nn.Module) -> FSDPStrat
     if trainer_cfg.get("activation_checkpointing", False):
         extra["activation_checkpointing_policy"] = ModuleWrapPolicy(units)
     return instantiate(trainer_cfg.strategy, **extra)
+
+
+@contextmanager
+def no_cache(model: torch.nn.Module) -> Iterator[None]:
+    """``use_cache=False`` in every config of ``model`` for the block (restored after).
+
+    transformers turns the KV cache off itself only under its own gradient checkpointing;
+    under FSDP's checkpoint wrapper a recomputed layer appended its keys to the cache a
+    second time (measured: a size mismatch, keys of twice the length, in the backward).
+    """
+    configs = {id(c): c for m in model.modules()
+               if (c := getattr(m, "config", None)) is not None and hasattr(c, "use_cache")}
+    saved = {key: c.use_cache for key, c in configs.items()}
+    for c in configs.values():
+        c.use_cache = False
+    try:
+        yield
+    finally:
+        for key, c in configs.items():
+            c.use_cache = saved[key]
 
 
 class CPUFSDPStrategy(FSDPStrategy):

@@ -119,6 +119,8 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
         torch.set_num_threads(1)
     run = partial(trainer.fit, module, datamodule=data, ckpt_path=resume_from,
                   weights_only=True)
+    if fsdp.is_fsdp(trainer_cfg) and trainer_cfg.get("activation_checkpointing", False):
+        run = partial(_without_cache, module, run)  # the reference too
     try:
         if _forks_workers(trainer_cfg):
             stop.relay(trainer, run)  # this process only waits: it relays signals
@@ -134,6 +136,11 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     if stop.signum:  # arrived after the last step: the stage is complete (and saved)
         raise stop.stopped()
     return trainer
+
+
+def _without_cache(model: torch.nn.Module, run: partial) -> Any:
+    with fsdp.no_cache(model):
+        return run()
 
 
 def _forks_workers(trainer_cfg: DictConfig) -> bool:
