@@ -16,7 +16,7 @@ GROUPS = {
     "method": ["ga", "ga_diff", "icu", "icu_t", "kl_min", "mmunlearner", "noise_t", "none", "npo",
                "po", "rmu", "vgid", "vkd"],
     "trainable_modules": ["all", "language", "lm_connector", "lora", "projector", "vision"],
-    "trainer": ["cpu", "ddp", "ddp_cpu", "fsdp", "gpu"],
+    "trainer": ["cpu", "ddp", "ddp_cpu", "fsdp", "fsdp_cpu", "gpu"],
     "logger": ["csv", "none", "wandb"],
     "perturbation": ["gaussian", "none", "random_noise", "white"],
     "prompt_style": ["declarative", "none", "polite", "strict"],

@@ -12,6 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from unlearn import fsdp
 from unlearn.data.collate import LOSS_SCOPES
 from unlearn.data.configured import benchmark_class
 from unlearn.data.perturb import PERTURBATIONS
@@ -182,6 +183,7 @@ def validate(cfg: DictConfig) -> None:
                           "be true or false")
     _check_benchmark(cfg)
     _check_relearn(cfg)
+    fsdp.check(cfg)  # methods and settings that cannot shard
     if OmegaConf.select(cfg, "report") is not None:  # an experiment's layout: before any job
         parse_report(cfg.report)
 

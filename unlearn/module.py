@@ -127,6 +127,20 @@ class UnlearnModule(L.LightningModule):
         self._log(torch.stack(losses).sum(), parts, bs)
         return None
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
+                                    gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Under FSDP the norm spans every rank's shards: the root unit computes it
+        (Lightning's FSDP precision plugin refuses to clip by norm itself)."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        root = self.trainer.strategy.model
+        if (gradient_clip_val and isinstance(root, FullyShardedDataParallel)
+                and gradient_clip_algorithm in (None, "norm")):
+            root.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def _check_finite(self, out: LossOutput) -> None:
         """Stop at the first non-finite loss: a diverged model is never evaluated as if it
         had unlearned (forget accuracy 0 reads as perfect unlearning)."""

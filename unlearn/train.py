@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
+from unlearn import fsdp
 from unlearn.data.collate import Collator
 from unlearn.data.datamodule import UnlearnDataModule
 from unlearn.data.schema import Sample
@@ -27,10 +28,14 @@ from unlearn.utils import plain, set_aside
 log = logging.getLogger(__name__)
 
 
-def trainer_kwargs(trainer_cfg: DictConfig) -> dict[str, Any]:
-    """Lightning Trainer arguments from the ``trainer`` group (strategy may be a _target_)."""
-    kwargs = {k: v for k, v in plain(trainer_cfg).items() if k != "name"}
-    if isinstance(kwargs.get("strategy"), dict):
+def trainer_kwargs(trainer_cfg: DictConfig, model: torch.nn.Module) -> dict[str, Any]:
+    """Lightning Trainer arguments from the ``trainer`` group (strategy may be a _target_;
+    an FSDP strategy gets ``model``'s layers as its units)."""
+    kwargs = {k: v for k, v in plain(trainer_cfg).items()
+              if k != "name" and k not in fsdp.TRAINER_KEYS}
+    if fsdp.is_fsdp(trainer_cfg) and isinstance(kwargs.get("strategy"), dict):
+        kwargs["strategy"] = fsdp.build_strategy(trainer_cfg, model)
+    elif isinstance(kwargs.get("strategy"), dict):
         kwargs["strategy"] = instantiate(trainer_cfg.strategy)
     return kwargs
 
@@ -79,7 +84,7 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
     model's ``vanilla`` node).
     """
     data = stage_data(processor, family, objective, splits, stage_cfg, seed=seed)
-    kwargs = trainer_kwargs(trainer_cfg)
+    kwargs = trainer_kwargs(trainer_cfg, model)
     module = UnlearnModule(model, objective, plain(stage_cfg.optim), reference=reference,
                            clip_norm=kwargs.get("gradient_clip_val"),
                            per_term=bool(stage_cfg.get("backward_per_term", False)))
@@ -92,6 +97,9 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
         stop = ResumeCheckpoints(checkpoint, every_n_steps, label)  # ... and saves there
         resume_from = _resumable(checkpoint, label)
     callbacks.append(stop)
+    gather = fsdp.FullWeights() if fsdp.is_fsdp(trainer_cfg) else None
+    if gather is not None:  # the shards back into whole weights at the end of training
+        callbacks.append(gather)
     if not interactive():
         kwargs.setdefault("enable_progress_bar", False)
         callbacks.append(PlainProgress(label))
@@ -111,6 +119,8 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
         torch.set_num_threads(1)
     run = partial(trainer.fit, module, datamodule=data, ckpt_path=resume_from,
                   weights_only=True)
+    if fsdp.is_fsdp(trainer_cfg) and trainer_cfg.get("activation_checkpointing", False):
+        run = partial(_without_cache, module, run)  # the reference too
     try:
         if _forks_workers(trainer_cfg):
             stop.relay(trainer, run)  # this process only waits: it relays signals
@@ -118,12 +128,19 @@ def fit(model: torch.nn.Module, processor: Any, family: str, objective: Objectiv
             run()
     finally:
         torch.set_num_threads(threads)
+        if gather is not None:  # a plain transformers model again, in one piece
+            gather.restore(module)
     model.eval()
     if checkpointing:
         model.gradient_checkpointing_disable()
     if stop.signum:  # arrived after the last step: the stage is complete (and saved)
         raise stop.stopped()
     return trainer
+
+
+def _without_cache(model: torch.nn.Module, run: partial) -> Any:
+    with fsdp.no_cache(model):
+        return run()
 
 
 def _forks_workers(trainer_cfg: DictConfig) -> bool:
