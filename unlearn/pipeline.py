@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig
 
 from unlearn import progress
@@ -271,6 +272,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if cfg.eval.likelihood.enabled:
         results["summary"] = summarize(cfg, results, records, gold_records)
     manifest["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    manifest["peak_gpu_bytes"] = torch.cuda.max_memory_allocated() or None  # None: no CUDA
     write_json(run_dir / "metrics.json", results)
     write_jsonl(run_dir / "generations.jsonl", records)
     write_json(run_dir / "manifest.json", manifest)
