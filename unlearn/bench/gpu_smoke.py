@@ -186,10 +186,10 @@ def run_cell(cell: Cell, work: Path, stamp: str, timeout: float) -> Result:
 
 
 def memory_text(peak: int | None) -> str:
-    """``0.8 GiB`` from one GiB up, ``35 MiB`` below; empty without a GPU measurement."""
+    """``0.8 GiB`` from 0.1 GiB up, ``35 MiB`` below; empty without a GPU measurement."""
     if peak is None:
         return ""
-    return f"{peak / 2**30:.1f} GiB" if peak >= 2**30 else f"{peak / 2**20:.0f} MiB"
+    return f"{peak / 2**30:.1f} GiB" if peak >= 2**30 / 10 else f"{peak / 2**20:.0f} MiB"
 
 
 def cell_text(result: Result) -> str:
@@ -213,9 +213,10 @@ def grid(results: Sequence[Result]) -> tuple[list[str], list[list[str]]]:
 
 
 def print_table(results: Sequence[Result], title: str, console: Console | None = None) -> None:
-    """The grid on the console, failures in red and refusals dimmed."""
+    """``title`` on a line of its own (a long command), then the grid: failures in red,
+    refusals dimmed."""
     header, body = grid(results)
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for name in header:
         table.add_column(name, justify="left" if name == "method" else "right")
     styles = {"FAILED": "bold red", "TIMEOUT": "bold red", "refused": "dim"}
@@ -225,6 +226,7 @@ def print_table(results: Sequence[Result], title: str, console: Console | None =
         console = Console()
         if not console.is_terminal:  # a log file or a pipe: do not wrap at 80 columns
             console = Console(width=200)
+    console.print(title, markup=False, highlight=False, soft_wrap=True)
     console.print(table)
 
 
@@ -258,8 +260,8 @@ def page(command: str, date: str, commit: str, device: str, seconds: float,
     refused = sum(r.status == "refused" for r in results)
     parts = [BEGIN,
              f"`{command}` — {date}, commit `{commit}`, {device}, {seconds / 60:.1f} min; "
-             f"{ok} ok, {refused} refused, {len(results) - ok - refused} failed of "
-             f"{len(results)} cells.",
+             f"{ok} ok, {refused} refused, {len(results) - ok - refused} failed or timed out "
+             f"of {len(results)} cells.",
              "", markdown_table(results)]
     if any(r.status != "ok" for r in results):
         parts += ["", *notes(results)]
