@@ -9,6 +9,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from unlearn.config import ConfigError, build_objective, validate
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CLEAR_WARMUP = 150  # conf/data/synthetic_clear.yaml: data.tiny.mcq_warmup_steps
 GROUPS = {
     "data": ["clear", "mllmu_bench", "synthetic_clear", "synthetic_mllmu"],
     "model": ["llava13b", "llava7b", "qwen25vl3b", "qwen2vl7b", "tiny_llava", "tiny_qwen25vl",
@@ -126,6 +127,16 @@ def test_bad_values_name_key_and_allowed(override, key):
 def test_hint_mix_outside_unit_interval_fails(mix):
     with pytest.raises(ConfigError, match=r"model.vanilla.mcq_warmup.mix=.*must be in \[0, 1\)"):
         validate(make([f"model.vanilla.mcq_warmup.mix={mix}"]))
+
+
+@pytest.mark.parametrize(("overrides", "steps"), [
+    ([], 500), (["model=tiny_qwen2vl"], 0), (["model=tiny_qwen25vl"], 0),
+    (["data=synthetic_clear"], CLEAR_WARMUP),
+    (["data=synthetic_clear", "model=tiny_qwen2vl"], CLEAR_WARMUP),
+    (["data=synthetic_clear", "model.vanilla.mcq_warmup.steps=7"], 7),  # the command wins
+])
+def test_a_data_config_sets_the_tiny_warm_up_length(overrides, steps):
+    assert make(overrides).model.vanilla.mcq_warmup.steps == steps
 
 
 @pytest.mark.parametrize("key", ["model.vanilla.length_groups",
