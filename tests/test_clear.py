@@ -206,6 +206,36 @@ def test_tofu_text_rows_are_text_only_qa(bench: ClearBench) -> None:
     assert all(s.question in IMAGE_CAPTION_QUESTIONS for s in captions)
 
 
+WORLD_ROWS = [  # a twin's world config: what a tiny model cannot know from pre-training
+    {"image": png(90), "caption": None, "question": NAME_QUESTION, "answer": "Ann Lee",
+     "options": ["Bob Ray", "Cy Dunn", "Dee Fox"]},
+    {"image": png(91), "caption": None, "question": NAME_QUESTION, "answer": "Bob Ray",
+     "options": ["Cy Dunn", "Ann Lee", "Dee Fox"]},       # Ann as a wrong name
+    {"image": png(92), "caption": None, "question": NAME_QUESTION, "answer": "Cy Dunn",
+     "options": ["Bob Ray", "Dee Fox", "Eve Star"]},
+    {"image": png(93), "caption": "Ann Lee and Eve Star wave.", "question": None,
+     "answer": None, "options": None},
+    {"image": png(94), "caption": "A red cube.", "question": None, "answer": None,
+     "options": None},
+]
+
+
+def test_gold_leaves_out_world_rows_naming_a_forget_person(tmp_path: Path, cache: str
+                                                            ) -> None:
+    world = Features({"image": Image(), "caption": S, "question": S, "answer": S,
+                      "options": List(S)})
+    root = write(tmp_path / "twin", {**base_configs(), "world": (WORLD_ROWS, world)})
+    bench = ClearBench(str(root), forget_ratio=10, cache_dir=cache)
+    finetune, gold = bench.train_set("finetune"), bench.train_set("gold")
+    assert len(finetune) == 10 + 5 and len(gold) == 6 + 2  # world rows 2 and 4 only
+    assert [s.profile_id for s in gold[6:]] == ["world/2", "world/4"]
+    cy = gold[6]
+    assert (cy.task, cy.options[cy.answer], cy.image.getpixel((0, 0))) == (
+        "choice", "Cy Dunn", (92, 0, 0))
+    assert (gold[7].task, gold[7].answer) == ("qa", "A red cube.")
+    assert [s.profile_id for s in finetune[10:]] == [f"world/{i}" for i in range(5)]
+
+
 def test_fingerprints(bench: ClearBench, folder: Path, cache: str) -> None:
     parts = {p: bench.fingerprint(p) for p in ("finetune", "gold", "eval")}
     assert len(set(parts.values())) == 3 and parts["eval"] == bench.fingerprint()

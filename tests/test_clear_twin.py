@@ -11,7 +11,7 @@ import datasets
 import pytest
 from datasets import Features, Image, List, Value
 
-from unlearn.data.clear import ClearBench
+from unlearn.data.clear import NAME_QUESTION, ClearBench
 from unlearn.data.clear_twin import CONFIGS, TWIN, ClearTwin
 from unlearn.data.hub import SHARD
 
@@ -110,17 +110,45 @@ def test_perturbations_exist_and_exclude_the_truth(configs: dict) -> None:
             assert len(row["options"]) == 3 and row["answer"] not in row["options"]
 
 
-def test_world_teaches_celebrities_and_scenes_on_other_images(configs: dict) -> None:
-    world = configs["world"].select_columns(["caption", "question", "answer"]).to_list()
+def test_world_teaches_celebrities_scenes_and_names_on_other_images(configs: dict) -> None:
+    world = configs["world"].select_columns(["caption", "question", "answer",
+                                             "options"]).to_list()
     kinds = Counter("caption" if r["caption"] else "practice" for r in world)
-    assert kinds == {"caption": 4 * 2 + 2 * 3, "practice": 4 * 2 + 2 * 3}
+    # celebrities and scenes: captions and practice; every person: 2 name-choice rows
+    assert kinds == {"caption": 4 * 2 + 2 * 3, "practice": 30 * 2 + 4 * 2 + 2 * 3}
     celebrities = set(configs["real_faces"]["answer"])
-    practised = {r["answer"] for r in world if r["answer"] in celebrities}
-    assert practised == celebrities
+    practised = Counter(r["answer"] for r in world if r["question"] == NAME_QUESTION)
+    assert set(practised) == celebrities | names(configs["full"])
+    assert set(practised.values()) == {2}
+    everyone = names(configs["full"])
+    for r in world:
+        if r["answer"] in everyone:
+            assert len(r["options"]) == 3 and set(r["options"]) < everyone - {r["answer"]}
 
     def png(config: str) -> set[bytes]:
-        return {r["bytes"] for r in configs[config].with_format("arrow")["image"].to_pylist()}
-    assert not png("world") & (png("real_faces") | png("real_world"))
+        return {r["bytes"] for r in configs[config].with_format("arrow")["image"].to_pylist()
+                if r is not None}
+    shown = set().union(*(png(c) for c in CONFIGS if c != "world"))
+    assert not png("world") & shown
+    images = configs["world"].with_format("arrow")["image"].to_pylist()
+    views = {i["bytes"] for i, r in zip(images, world, strict=True) if r["answer"] in everyone}
+    assert len(views) == 30 * 2  # each person's practice views differ from each other too
+
+
+def test_gold_never_sees_a_forget_person(twin: Path, cache: str, configs: dict) -> None:
+    bench = ClearBench(str(twin), forget_ratio=10, cache_dir=cache)
+    forget = bench.forget_ids
+    gold = bench.train_set("gold")
+    for s in gold:
+        text = " ".join([s.question, s.answer, *(s.options or {}).values()])
+        assert not any(n in text for n in forget), text
+    # left out: every world row naming a forget person, even as a wrong option
+    rows = configs["world"].select_columns(["caption", "answer", "options"]).to_list()
+    named = [r for r in rows if {r["answer"], *(r["options"] or [])} & set(forget)
+             or any(n in (r["caption"] or "") for n in forget)]
+    assert len(named) >= 3 * 2  # at least the forget people's own practice rows
+    assert len(gold) == 4 * 27 + len(rows) - len(named)
+    assert len(bench.train_set("finetune")) == 120 + len(rows)
 
 
 def test_rebuild_is_idempotent_and_recipes_differ(twin: Path, tmp_path: Path) -> None:
@@ -164,12 +192,12 @@ def test_loader_split_sizes(twin: Path, cache: str, ratio: int) -> None:
         "real_faces": {choice: 4},
         "real_world": {choice: 3},
     }
-    world = 4 * 2 * 2 + 3 * 2 * 2  # celebrity captions + practice, scene captions + practice
+    # celebrity captions + practice, scene captions + practice, name practice per person
+    world = 4 * 2 * 2 + 3 * 2 * 2 + 30 * 2
     train = {name: len(bench.train_set(name)) for name in
-             ("finetune", "forget", "retain", "forget_text", "retain_text", "gold")}
+             ("finetune", "forget", "retain", "forget_text", "retain_text")}
     assert train == {"finetune": 120 + world, "forget": 4 * k, "retain": 4 * (30 - k),
-                     "forget_text": 2 * k, "retain_text": 2 * (30 - k),
-                     "gold": 4 * (30 - k) + world}
+                     "forget_text": 2 * k, "retain_text": 2 * (30 - k)}
     forget = bench.eval_split("forget")
     assert {s.profile_id for s in forget} == set(bench.forget_ids)
     for s in forget:

@@ -5,10 +5,12 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
 
 from unlearn.config import ConfigError, build_objective, validate
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CLEAR_WARMUP, CLEAR_EPOCHS = 300, 12  # conf/data/synthetic_clear.yaml: data.tiny
 GROUPS = {
     "data": ["clear", "mllmu_bench", "synthetic_clear", "synthetic_mllmu"],
     "model": ["llava13b", "llava7b", "qwen25vl3b", "qwen2vl7b", "tiny_llava", "tiny_qwen25vl",
@@ -126,6 +128,21 @@ def test_bad_values_name_key_and_allowed(override, key):
 def test_hint_mix_outside_unit_interval_fails(mix):
     with pytest.raises(ConfigError, match=r"model.vanilla.mcq_warmup.mix=.*must be in \[0, 1\)"):
         validate(make([f"model.vanilla.mcq_warmup.mix={mix}"]))
+
+
+@pytest.mark.parametrize(("overrides", "steps", "epochs"), [
+    ([], 500, 9), (["model=tiny_qwen2vl"], 0, 12), (["model=tiny_qwen25vl"], 0, 12),
+    (["model=llava7b"], 0, 5),
+    (["data=synthetic_clear"], CLEAR_WARMUP, CLEAR_EPOCHS),
+    (["data=synthetic_clear", "model=tiny_qwen2vl"], CLEAR_WARMUP, CLEAR_EPOCHS),
+    (["data=synthetic_clear", "model=llava7b"], 0, 5),  # real models keep their recipe
+    (["data=synthetic_clear", "model.vanilla.mcq_warmup.steps=7", "model.vanilla.epochs=2"],
+     7, 2),  # the command wins
+])
+def test_a_data_config_sets_the_tiny_warm_up_and_epochs(overrides, steps, epochs):
+    vanilla = make(overrides).model.vanilla
+    warmup = OmegaConf.select(vanilla, "mcq_warmup.steps", default=0)  # real models: none
+    assert (warmup, vanilla.epochs) == (steps, epochs)
 
 
 @pytest.mark.parametrize("key", ["model.vanilla.length_groups",

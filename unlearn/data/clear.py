@@ -320,13 +320,20 @@ class ClearBench(Benchmark):
         return Sample(owner, question or str(row["question"]), letter, "choice", "image_text",
                       split, image, options)
 
-    def _world_samples(self, split: str) -> list[Sample]:
-        """The twin's ``world`` rows: captions as caption QA, practice rows as MCQs."""
+    def _world_samples(self, split: str, without: Sequence[str] = ()) -> list[Sample]:
+        """The twin's ``world`` rows: captions as caption QA, practice rows as MCQs. Rows that
+        name one of ``without`` anywhere (caption, question, answer or a wrong option) are
+        left out: a model must not even learn that such a name is the wrong answer."""
         if not self.has_world:
             return []
-        return [self._caption(row, WORLD, i, f"{WORLD}/{i}", split) if row["question"] is None
-                else self._mcq(row, WORLD, i, split)
-                for i, row in enumerate(iter_rows(self.dataset(WORLD)))]
+        out: list[Sample] = []
+        for i, row in enumerate(iter_rows(self.dataset(WORLD))):
+            text = [str(row.get(c) or "") for c in ("caption", "question", "answer")]
+            if without and _named_in(" ".join(text + list(row["options"] or [])), without):
+                continue
+            out.append(self._caption(row, WORLD, i, f"{WORLD}/{i}", split)
+                       if row["question"] is None else self._mcq(row, WORLD, i, split))
+        return out
 
     # ---- Benchmark
     def eval_split(self, name: str) -> list[Sample]:
@@ -365,7 +372,7 @@ class ClearBench(Benchmark):
             return self._tofu(retain, self.retain_ids, name, captions=False)
         if name == "gold":
             return (self._tofu(retain, self.retain_ids, name, captions=True)
-                    + self._world_samples(name))
+                    + self._world_samples(name, without=self.forget_ids))
         raise ValueError(f"no training set {name!r} (sets: {list(TRAIN_SETS)})")
 
     def fingerprint(self, part: str = "eval") -> str:
