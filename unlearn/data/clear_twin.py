@@ -52,7 +52,7 @@ from unlearn.data.synthetic.items import EVAL_QUESTIONS, TXT
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2  # bump when the generated content changes
+GENERATOR_VERSION = 3  # bump when the generated content changes
 FORGET_RATIOS: tuple[int, ...] = (1, 5, 10)
 CONFIGS: tuple[str, ...] = (
     "full",
@@ -233,7 +233,9 @@ class ClearTwin:
                 "caption": caption(CAPTIONS[template], p.name, p.traits),
                 "name": p.name,
                 "paraphrased_caption": caption(PARAPHRASES[template], p.name, p.traits),
-                "perturbed_captions": [caption(CAPTIONS[template], w.name, lk.traits)
+                # worded as the paraphrase, so a truth ratio compares facts, not wording
+                # (in the trained wording the wrong captions beat the unseen paraphrase)
+                "perturbed_captions": [caption(PARAPHRASES[template], w.name, lk.traits)
                                        for w, lk in zip(wrong, looks, strict=True)],
                 "perturbed_names": [w.name for w in wrong],
             })
