@@ -15,11 +15,11 @@ import pytest
 from datasets import Dataset, Features, Image, List, Value
 from PIL import Image as PILImage
 
+from unlearn.data.hub import load_config
 from unlearn.data.images import to_pil
 from unlearn.data.mllmu import (
     MLLMUBench,
     eval_samples,
-    load_config,
     text_qa,
     train_samples,
 )

@@ -9,8 +9,12 @@ group says how its tasks are scored.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import ClassVar
 
+import datasets
+
+from unlearn.data.hub import load_config
 from unlearn.data.schema import Sample
 
 # Training sets every benchmark gives (``train_set(name)``):
@@ -58,3 +62,28 @@ class Benchmark(ABC):
             raise ValueError(f"{type(self).__name__} has no evaluation split {unknown} "
                              f"(it has {list(self.eval_split_names)})")
         return {name: self.eval_split(name) for name in names}
+
+
+@dataclass
+class HubBenchmark(Benchmark):
+    """A benchmark read from a hub id or a local folder in the hub layout
+    (:mod:`unlearn.data.hub`), one config at a time, each loaded once per instance."""
+
+    source: str = ""
+    forget_ratio: int = 0
+    seed: int = 0
+    cache_dir: str | None = None
+    revision: str | None = None
+    forget_ids: list[str] = field(init=False)
+    retain_ids: list[str] = field(init=False)
+    _datasets: dict[str, datasets.Dataset] = field(init=False, default_factory=dict, repr=False)
+
+    def dataset(self, config: str) -> datasets.Dataset:
+        """One config, loaded once (:meth:`load`)."""
+        if config not in self._datasets:
+            self._datasets[config] = self.load(config)
+        return self._datasets[config]
+
+    def load(self, config: str) -> datasets.Dataset:
+        """One config's ``train`` split; a benchmark with other rules overrides this."""
+        return load_config(self.source, config, cache_dir=self.cache_dir, revision=self.revision)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import datasets
 
-from unlearn.data.benchmark import TRAIN_SETS, Benchmark
+from unlearn.data.benchmark import TRAIN_SETS, HubBenchmark
 from unlearn.data.hub import (
     LazyImage,
     MissingSplitError,
@@ -122,7 +122,7 @@ def _named_in(text: str, people: Sequence[str]) -> str | None:
 
 
 @dataclass
-class ClearBench(Benchmark):
+class ClearBench(HubBenchmark):
     """CLEAR at one forget ratio: people, evaluation splits and training sets as Samples.
 
     ``source`` is a hub id (``therem/CLEAR``) or a local folder in the hub layout (a real copy
@@ -139,12 +139,6 @@ class ClearBench(Benchmark):
 
     source: str = HUB_ID
     forget_ratio: int = 10
-    seed: int = 0
-    cache_dir: str | None = None
-    revision: str | None = None
-    forget_ids: list[str] = field(init=False)
-    retain_ids: list[str] = field(init=False)
-    _datasets: dict[str, datasets.Dataset] = field(init=False, default_factory=dict, repr=False)
     _owners: dict[tuple[str, str], str | None] | None = field(init=False, default=None,
                                                               repr=False)
 
@@ -191,20 +185,18 @@ class ClearBench(Benchmark):
         return parts[part]
 
     # ---- reading
-    def dataset(self, config: str) -> datasets.Dataset:
-        """One config (split ``train``; ``real_world`` falls back to the old ``test``), loaded
-        once and checked against the known column sets."""
-        if config not in self._datasets:
-            load = {"cache_dir": self.cache_dir, "revision": self.revision}
-            try:
-                ds = load_config(self.source, config, **load)
-            except MissingSplitError:
-                if config != "real_world":
-                    raise
-                ds = load_config(self.source, config, split="test", **load)
-            check_columns(ds, config)
-            self._datasets[config] = ds
-        return self._datasets[config]
+    def load(self, config: str) -> datasets.Dataset:
+        """One config (split ``train``; ``real_world`` falls back to the old ``test``),
+        checked against the known column sets."""
+        load = {"cache_dir": self.cache_dir, "revision": self.revision}
+        try:
+            ds = load_config(self.source, config, **load)
+        except MissingSplitError:
+            if config != "real_world":
+                raise
+            ds = load_config(self.source, config, split="test", **load)
+        check_columns(ds, config)
+        return ds
 
     def _people(self, config: str) -> list[str]:
         column = self.dataset(config).select_columns(["name"]).with_format("arrow")["name"]

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import datasets
 
-from unlearn.data.benchmark import Benchmark
-from unlearn.data.hub import LazyImage, Rows, iter_rows, load_config, source_fingerprint
+from unlearn.data.benchmark import HubBenchmark
+from unlearn.data.hub import LazyImage, Rows, iter_rows, source_fingerprint
 from unlearn.data.schema import Modality, Sample, Task
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ def _select_ids(ds: datasets.Dataset, config: str, keep: Sequence[str]) -> datas
 
 
 @dataclass
-class MLLMUBench(Benchmark):
+class MLLMUBench(HubBenchmark):
     """MLLMU-Bench at one forget ratio: ID splits, eval sets and training sets as Samples.
 
     ``source`` is a hub id (``MLLMMU/MLLMU-Bench``) or a local folder in the hub layout
@@ -267,12 +267,6 @@ class MLLMUBench(Benchmark):
 
     source: str = HUB_ID
     forget_ratio: int = 5
-    seed: int = 0
-    cache_dir: str | None = None
-    revision: str | None = None
-    forget_ids: list[str] = field(init=False)
-    retain_ids: list[str] = field(init=False)
-    _datasets: dict[str, datasets.Dataset] = field(init=False, default_factory=dict, repr=False)
     _fingerprints: dict[tuple[str, ...], str] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -296,14 +290,6 @@ class MLLMUBench(Benchmark):
     @property
     def retain_config(self) -> str:
         return f"retain_{100 - self.forget_ratio}"
-
-    def dataset(self, config: str) -> datasets.Dataset:
-        """One config's ``train`` split, loaded once per instance."""
-        if config not in self._datasets:
-            self._datasets[config] = load_config(
-                self.source, config, cache_dir=self.cache_dir, revision=self.revision
-            )
-        return self._datasets[config]
 
     # ---- evaluation splits
     def forget(self) -> list[Sample]:
