@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -15,6 +16,7 @@ from unlearn.report.runs import OK, REPORT_DIR, Job, load_jobs
 from unlearn.report.spec import Spec, parse_report
 from unlearn.report.table import (
     ROOT,
+    Row,
     attach_paper,
     build_rows,
     csv_text,
@@ -71,6 +73,8 @@ def render(spec: Spec, jobs: Sequence[Job], out: Path, sources: Sequence[Path]) 
     out.mkdir(parents=True, exist_ok=True)
     keys, rows = build_rows(spec, jobs)
     records = attach_paper(spec, rows)
+    reference = paper_reference(spec, records, rows)
+    spec = _filled_columns(spec, rows)
     date = dt.date.today().isoformat()
     body = [f"### {spec.title}", "",
             f"Report of {date}, code at commit {_commits(jobs)}; {_runs_summary(jobs)}; "
@@ -80,7 +84,7 @@ def render(spec: Spec, jobs: Sequence[Job], out: Path, sources: Sequence[Path]) 
             "where its model and setting match ours.", ""]
     if spec.note:
         body += [spec.note, ""]
-    body.append(markdown(spec, keys, rows, paper_reference(spec, records, rows)))
+    body.append(markdown(spec, keys, rows, reference))
     for plot in spec.plots:
         png = out / f"{spec.name}_{plot.name}.png"
         if draw(spec, plot, keys, rows, png):
@@ -91,6 +95,16 @@ def render(spec: Spec, jobs: Sequence[Job], out: Path, sources: Sequence[Path]) 
     _atomic_write(out / f"{spec.name}.md", text)
     _atomic_write(out / f"{spec.name}.csv", csv_text(spec, keys, rows))
     return text
+
+
+def _filled_columns(spec: Spec, rows: Sequence[Row]) -> Spec:
+    """The layout without the columns that no row fills, ours or the paper's (a product of
+    splits x modalities x metrics has cells a benchmark never asks: CLEAR's real faces are
+    image+text choice only)."""
+    kept = tuple(c for c in spec.columns if any(
+        c in row.cells and (row.cells[c].value is not None or row.cells[c].paper is not None)
+        for row in rows))
+    return replace(spec, columns=kept) if kept else spec
 
 
 def _masks(spec: Spec, jobs: Sequence[Job], out: Path) -> str:

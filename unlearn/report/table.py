@@ -271,13 +271,19 @@ def paper_reference(spec: Spec, records: Sequence[Mapping[str, str]],
     for r in records:
         seen.setdefault((r["model"], r.get("forget_ratio", ""),
                          *(r[col] for col in paper.keys)), None)
-    lines = [["paper model", "forget %", *paper.keys] + [
-        f"{c.split} {c.modality} {c.metric}" for c in spec.columns]]
+    table = {}
     for model, ratio, *labels in seen:
         label_of = dict(zip(paper.keys, labels, strict=True))
-        lines.append([model, ratio or "", *labels] + [
+        table[model, ratio, *labels] = [
             paper_cell(paper, records, label_of, model, ratio or None, c) or ""
-            for c in spec.columns])
+            for c in spec.columns]
+    # the columns the paper fills (a benchmark's layout has cells the paper never reports)
+    filled = [i for i in range(len(spec.columns)) if any(v[i] for v in table.values())]
+    lines = [["paper model", "forget %", *paper.keys] + [
+        f"{spec.columns[i].split} {spec.columns[i].modality} {spec.columns[i].metric}"
+        for i in filled]]
+    for (model, ratio, *labels), values in table.items():
+        lines.append([model, ratio or "", *labels] + [values[i] for i in filled])
     return (f"The paper's numbers ({paper.table}; other models than ours, so not beside our "
             "rows):\n\n" + _md(lines))
 
