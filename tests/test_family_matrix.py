@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from unlearn.bench.gpu_smoke import SMALL  # the reduced world, shared with make gpu-smoke
 from unlearn.models.lora import prepare_trainable
 from unlearn.pipeline import load_benchmark, run
 from unlearn.vanilla import base_model
@@ -30,15 +31,6 @@ METHODS = sorted(p.stem for p in (Path(CONF) / "method").glob("*.yaml"))
 # model under its in-context instruction (the "unlearned" entry)
 NOT_TRAINED = {"none": {"base"}, "icu": {"base", "unlearned"}}
 
-SMALL = [
-    "data.synthetic.num_profiles=4", "data.synthetic.num_celebrities=1",
-    "data.synthetic.num_facts=4", "data.synthetic.test_views=1", "model.tiny.size=tiny",
-    "model.vanilla.shipped=false", "model.vanilla.epochs=1",
-    "model.vanilla.mcq_warmup.steps=1", "model.vanilla.mcq_warmup.batch_size=4",
-    "method.epochs=1", "eval.splits=[forget,retain]",
-    "eval.max_new_tokens.classification=4", "eval.max_new_tokens.cloze=8",
-    "eval.max_new_tokens.generation=12", "logger=none",
-]
 
 
 def compose_cfg(root: Path, family: str, method: str):

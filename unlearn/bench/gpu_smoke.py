@@ -45,7 +45,8 @@ CONF = ROOT / "conf"
 REPORT = ROOT / "experiments" / "gpu_smoke.md"
 TITLE = "# GPU smoke check (`make gpu-smoke`)\n"
 FAMILIES: tuple[str, ...] = ("tiny_llava", "tiny_qwen2vl", "tiny_qwen25vl")
-# the matrix test's reduced world: 4 profiles, one epoch, short generations, two eval splits
+# the reduced world (also tests/test_family_matrix.py's): 4 profiles, one epoch, short
+# generations, two eval splits
 SMALL: tuple[str, ...] = (
     "data.synthetic.num_profiles=4", "data.synthetic.num_celebrities=1",
     "data.synthetic.num_facts=4", "data.synthetic.test_views=1", "model.tiny.size=tiny",
