@@ -409,8 +409,10 @@ def test_twin_config_object_recipe_and_build(tmp_path: Path) -> None:
     assert MLLMUTwin(num_profiles=8, num_facts=6).recipe["num_facts"] == 6
     # the shipped config's keys are the constructor's arguments
     conf = OmegaConf.load(Path(__file__).parents[1] / "conf/data/synthetic_mllmu.yaml").synthetic
-    made = instantiate({"_target_": "unlearn.data.synthetic.MLLMUTwin", **conf})
-    assert made.recipe == synthetic_args(**conf) and made.recipe["num_profiles"] == 50
+    assert conf._target_ == "unlearn.data.synthetic.MLLMUTwin"
+    made = instantiate(conf)
+    args = {k: v for k, v in conf.items() if k != "_target_"}
+    assert made.recipe == synthetic_args(**args) and made.recipe["num_profiles"] == 50
 
     root = twin.build(tmp_path / "twin")
     assert root == tmp_path / "twin"
