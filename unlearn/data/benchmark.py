@@ -16,6 +16,7 @@ import datasets
 
 from unlearn.data.hub import load_config
 from unlearn.data.schema import Sample
+from unlearn.errors import UserError
 
 # Training sets every benchmark gives (``train_set(name)``):
 #   finetune     what the vanilla model learns (the whole benchmark, the papers' fine-tune)
@@ -64,10 +65,21 @@ class Benchmark(ABC):
         return {name: self.eval_split(name) for name in names}
 
 
+class BenchmarkError(UserError, ValueError):
+    """A forget ratio the benchmark lacks, or forget and retain sets that share people."""
+
+
 @dataclass
 class HubBenchmark(Benchmark):
     """A benchmark read from a hub id or a local folder in the hub layout
-    (:mod:`unlearn.data.hub`), one config at a time, each loaded once per instance."""
+    (:mod:`unlearn.data.hub`), one config at a time, each loaded once per instance.
+
+    Construction checks the forget ratio and reads the people of :attr:`forget_config` and
+    :attr:`retain_config` (:meth:`people`), which must be disjoint.
+    """
+
+    #: what the error message calls the people a config lists (MLLMU-Bench: profile IDs)
+    people_noun: ClassVar[str] = "people"
 
     source: str = ""
     forget_ratio: int = 0
@@ -77,6 +89,32 @@ class HubBenchmark(Benchmark):
     forget_ids: list[str] = field(init=False)
     retain_ids: list[str] = field(init=False)
     _datasets: dict[str, datasets.Dataset] = field(init=False, default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.forget_ratio not in self.forget_ratios:
+            raise BenchmarkError(f"{type(self).__name__}: forget_ratio must be one of "
+                                 f"{self.forget_ratios}, got {self.forget_ratio}")
+        self.forget_ids = self.people(self.forget_config)
+        self.retain_ids = self.people(self.retain_config)
+        shared = sorted(set(self.forget_ids) & set(self.retain_ids))
+        if shared:
+            raise BenchmarkError(
+                f"{self.forget_config} and {self.retain_config} of {self.source!r} share "
+                f"{len(shared)} {self.people_noun} ({shared[:5]}); they must be disjoint")
+
+    @property
+    @abstractmethod
+    def forget_config(self) -> str:
+        """The config listing the forget people at this ratio."""
+
+    @property
+    @abstractmethod
+    def retain_config(self) -> str:
+        """The config listing the retain people at this ratio."""
+
+    @abstractmethod
+    def people(self, config: str) -> list[str]:
+        """The people (IDs or names) a config lists."""
 
     def dataset(self, config: str) -> datasets.Dataset:
         """One config, loaded once (:meth:`load`)."""

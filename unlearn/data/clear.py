@@ -142,17 +142,6 @@ class ClearBench(HubBenchmark):
     _owners: dict[tuple[str, str], str | None] | None = field(init=False, default=None,
                                                               repr=False)
 
-    def __post_init__(self) -> None:
-        if self.forget_ratio not in self.forget_ratios:
-            raise UserError(f"CLEAR forget_ratio must be one of {self.forget_ratios}, got "
-                            f"{self.forget_ratio}")
-        self.forget_ids = self._people(self.forget_config)
-        self.retain_ids = self._people(self.retain_config)
-        shared = sorted(set(self.forget_ids) & set(self.retain_ids))
-        if shared:
-            raise UserError(f"{self.forget_config} and {self.retain_config} of {self.source!r} "
-                            f"share {len(shared)} people ({shared[:5]}); they must be disjoint")
-
     # ---- config names
     @property
     def forget_config(self) -> str:
@@ -198,7 +187,8 @@ class ClearBench(HubBenchmark):
         check_columns(ds, config)
         return ds
 
-    def _people(self, config: str) -> list[str]:
+    def people(self, config: str) -> list[str]:
+        """The distinct names a config lists, sorted."""
         column = self.dataset(config).select_columns(["name"]).with_format("arrow")["name"]
         return sorted({str(n) for n in column.to_pylist() if n is not None})
 

@@ -264,24 +264,15 @@ class MLLMUBench(HubBenchmark):
 
     forget_ratios: ClassVar[tuple[int, ...]] = FORGET_RATIOS
     eval_split_names: ClassVar[tuple[str, ...]] = ("forget", "test", "retain", "celebrity")
+    people_noun: ClassVar[str] = "IDs"
 
     source: str = HUB_ID
     forget_ratio: int = 5
     _fingerprints: dict[tuple[str, ...], str] = field(init=False, default_factory=dict, repr=False)
 
-    def __post_init__(self) -> None:
-        if self.forget_ratio not in FORGET_RATIOS:
-            raise ValueError(
-                f"forget_ratio must be one of {FORGET_RATIOS}, got {self.forget_ratio}"
-            )
-        self.forget_ids = _ids(self.dataset(self.forget_config), self.forget_config)
-        self.retain_ids = _ids(self.dataset(self.retain_config), self.retain_config)
-        overlap = set(self.forget_ids) & set(self.retain_ids)
-        if overlap:
-            raise ValueError(
-                f"{self.forget_config} and {self.retain_config} of {self.source!r} share "
-                f"{len(overlap)} IDs (e.g. {sorted(overlap)[:5]}); they must be disjoint"
-            )
+    def people(self, config: str) -> list[str]:
+        """The config's profile IDs, in its order."""
+        return _ids(self.dataset(config), config)
 
     @property
     def forget_config(self) -> str:
