@@ -235,13 +235,16 @@ def _follow_rank_zero(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str,
 def _build(cfg: DictConfig, bench: Any, path: Path, recipe: dict[str, Any], part: str
            ) -> tuple[Any, Any, dict]:
     """Run the stage on ``bench.train_set(part)`` on every rank of the job and save the entry
-    from rank 0. A tiny model's tokenizer is always trained on the fine-tuning texts, so the
-    gold model shares the vanilla model's tokenizer."""
+    from rank 0."""
     key = fingerprint(recipe)
     # a killed build resumes from the states saved here (the lock keeps other jobs out)
     states = path.with_name(f".{path.name}.resume")
-    model, processor, record = _train(cfg, bench.train_set(part), states,
-                                      corpus=bench.train_set("finetune"))
+    items = bench.train_set(part)
+    # the gold model keeps the vanilla model's tokenizer (a tiny model trains it on the
+    # fine-tuning texts; a pretrained one brings its own)
+    corpus = (bench.train_set("finetune") if part != "finetune"
+              and cfg.model.get("source", "pretrained") == "tiny" else None)
+    model, processor, record = _train(cfg, items, states, corpus=corpus)
     record |= {"key": key, "recipe": recipe, "versions": library_versions()}
     if record.pop("rank") == 0:
         with atomic_dir(path) as tmp:
