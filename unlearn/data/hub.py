@@ -95,12 +95,10 @@ def load_config(
             cache_dir=cache_dir,
             revision=revision,
         )
-    except ValueError as err:
-        if str(err).startswith("Unknown split"):
+    except Exception as err:
+        if isinstance(err, ValueError) and str(err).startswith("Unknown split"):
             raise MissingSplitError(f"config {config!r} of {source!r} has no split {split!r}: "
                                     f"{err}") from err
-        raise RuntimeError(f"cannot load config {config!r} from {source!r}: {err}") from err
-    except Exception as err:
         raise RuntimeError(f"cannot load config {config!r} from {source!r}: {err}") from err
 
 
