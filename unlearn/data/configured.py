@@ -17,7 +17,7 @@ from unlearn.errors import UserError
 from unlearn.utils import plain
 
 
-class Twin(Protocol):
+class TwinObject(Protocol):
     """An offline twin of a benchmark, written in its hub layout and schema."""
 
     @property
@@ -42,7 +42,7 @@ def benchmark_class(cfg: DictConfig) -> type[Benchmark]:
     return cls
 
 
-def data_twin(cfg: DictConfig) -> Twin | None:
+def data_twin(cfg: DictConfig) -> TwinObject | None:
     """The twin ``data.synthetic`` describes, or None for a real benchmark."""
     synthetic = cfg.data.get("synthetic")
     return instantiate(synthetic) if synthetic else None
