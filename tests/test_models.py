@@ -117,6 +117,21 @@ def test_init_std_scales_the_language_model_not_the_vision_tower(arch):
     assert all(torch.equal(x, y) for x, y in pairs)
 
 
+@pytest.mark.parametrize(("arch", "family_theta"), [("llava", 1e4), ("qwen2_vl", 1e6),
+                                                    ("qwen2_5_vl", 1e6)])
+def test_rope_theta_defaults_to_the_family_and_sets_the_rotary_frequencies(arch, family_theta):
+    """head_dim 16 (64 / 4 heads): inv_freq[i] = theta ** (-2i / 16), exactly."""
+    default, _ = build_tiny(arch, "tiny", seed=1)
+    tuned, _ = build_tiny(arch, "tiny", seed=1, rope_theta=100.0)
+    assert default.config.text_config.rope_parameters["rope_theta"] == family_theta
+    pairs = zip(default.state_dict().values(), tuned.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)  # same weights: only the rotary base differs
+    inv_freq = tuned.model.language_model.rotary_emb.inv_freq
+    assert inv_freq.shape == (8,)
+    assert inv_freq[1].item() == pytest.approx(100.0 ** (-2 / 16))
+    assert inv_freq[7].item() == pytest.approx(100.0 ** (-14 / 16))
+
+
 def test_image_size_sets_image_tokens():
     llava, proc = build_tiny("llava", "tiny", image_size=112)  # patch 16 -> 7x7 tokens
     assert llava.config.image_seq_length == 49 and proc.patch_size == 16

@@ -69,7 +69,7 @@ def load_model_and_processor(
     model, processor = build_tiny(
         family, size=tiny.get("size", "tiny"), image_size=tiny.get("image_size"),
         seed=tiny.get("seed", 0), extra_corpus=extra_corpus,
-        init_std=tiny.get("init_std", 0.02),
+        init_std=tiny.get("init_std", 0.02), rope_theta=tiny.get("rope_theta"),
     )
     if attn:
         model.set_attn_implementation(attn)

@@ -65,10 +65,12 @@ def build_tiny(
     seed: int = 0,
     extra_corpus: Sequence[str] | None = None,
     init_std: float = 0.02,
+    rope_theta: float | None = None,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Build a deterministic (given ``seed``) tiny model and its processor.
 
-    ``init_std`` is the language model's ``initializer_range`` (transformers' 0.02 by default).
+    ``init_std`` is the language model's ``initializer_range`` (transformers' 0.02 by default);
+    ``rope_theta`` its rotary base (None: the family's own, 1e4 LLaMA, 1e6 Qwen).
 
     ``image_size`` defaults to 64 for LLaVA (patch 16, or 14 when 16 does not divide it) and 56
     for Qwen (must be a multiple of 28; ``(image_size / 28) ** 2`` image tokens).
@@ -78,7 +80,7 @@ def build_tiny(
         raise ValueError(f"unknown tiny size {size!r}; allowed: {sorted(SIZES)}")
     image_size = image_size or DEFAULT_IMAGE_SIZE[arch]
     tok = build_tokenizer(arch, SIZES[size].vocab, extra_corpus)
-    config = tiny_config(arch, size, image_size, init_std, tok)
+    config = tiny_config(arch, size, image_size, init_std, tok, rope_theta)
     torch.manual_seed(seed)
     model = MODEL_CLASSES[arch](config)
     proc = build_processor(arch, image_size, tok)
@@ -87,8 +89,8 @@ def build_tiny(
 
 
 def tiny_config(arch: str, size: str = "tiny", image_size: int | None = None,
-                init_std: float = 0.02, tokenizer: PreTrainedTokenizerFast | None = None
-                ) -> PretrainedConfig:
+                init_std: float = 0.02, tokenizer: PreTrainedTokenizerFast | None = None,
+                rope_theta: float | None = None) -> PretrainedConfig:
     """The config :func:`build_tiny` builds its model from.
 
     Without ``tokenizer`` the vocabulary is the size's (the tokenizer trains to exactly that
@@ -101,8 +103,8 @@ def tiny_config(arch: str, size: str = "tiny", image_size: int | None = None,
         raise ValueError(f"unknown tiny size {size!r}; allowed: {sorted(SIZES)}")
     image_size = image_size or DEFAULT_IMAGE_SIZE[arch]
     if arch == "llava":
-        return _llava_config(SIZES[size], image_size, tokenizer, init_std)
-    return _qwen_config(SIZES[size], arch, image_size, tokenizer, init_std)
+        return _llava_config(SIZES[size], image_size, tokenizer, init_std, rope_theta or 1e4)
+    return _qwen_config(SIZES[size], arch, image_size, tokenizer, init_std, rope_theta or 1e6)
 
 
 def _token_ids(tok: PreTrainedTokenizerFast | None, **tokens: str) -> dict[str, int]:
@@ -113,7 +115,7 @@ def _token_ids(tok: PreTrainedTokenizerFast | None, **tokens: str) -> dict[str, 
 
 
 def _llava_config(s: TinySize, image_size: int, tok: PreTrainedTokenizerFast | None,
-                  init_std: float) -> LlavaConfig:
+                  init_std: float, rope_theta: float) -> LlavaConfig:
     """LLaVA-1.5 layout: CLIP ViT, penultimate-layer features without CLS, 2-layer MLP projector."""
     patch = llava_patch(image_size)
     specials = {} if tok is None else {
@@ -124,7 +126,8 @@ def _llava_config(s: TinySize, image_size: int, tok: PreTrainedTokenizerFast | N
         intermediate_size=s.lm_inter, num_hidden_layers=s.lm_layers,
         num_attention_heads=s.lm_heads, num_key_value_heads=s.lm_kv,
         max_position_embeddings=1024, tie_word_embeddings=s.tie_embeddings,
-        initializer_range=init_std, **specials,
+        initializer_range=init_std, rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
+        **specials,
     )
     vis_cfg = CLIPVisionConfig(
         hidden_size=s.v_hidden, intermediate_size=s.v_inter, num_hidden_layers=s.v_layers,
@@ -140,7 +143,7 @@ def _llava_config(s: TinySize, image_size: int, tok: PreTrainedTokenizerFast | N
 
 
 def _qwen_config(s: TinySize, arch: str, image_size: int, tok: PreTrainedTokenizerFast | None,
-                 init_std: float) -> PretrainedConfig:
+                 init_std: float, rope_theta: float) -> PretrainedConfig:
     """Qwen2-VL / Qwen2.5-VL layout: patch 14, 2x2 merger (the projector), M-RoPE LM."""
     if image_size % 28:
         raise ValueError(f"qwen image_size must be a multiple of 28, got {image_size}")
@@ -151,7 +154,8 @@ def _qwen_config(s: TinySize, arch: str, image_size: int, tok: PreTrainedTokeniz
         intermediate_size=s.lm_inter, num_hidden_layers=s.lm_layers,
         num_attention_heads=s.lm_heads, num_key_value_heads=s.lm_kv,
         max_position_embeddings=1024,
-        rope_parameters={"rope_type": "default", "mrope_section": section, "rope_theta": 1e6},
+        rope_parameters={"rope_type": "default", "mrope_section": section,
+                         "rope_theta": rope_theta},
         bos_token_id=None, initializer_range=init_std,
         eos_token_id=None if tok is None else tok.eos_token_id,
         pad_token_id=None if tok is None else tok.pad_token_id,
