@@ -126,8 +126,8 @@ def _llava_config(s: TinySize, image_size: int, tok: PreTrainedTokenizerFast | N
         intermediate_size=s.lm_inter, num_hidden_layers=s.lm_layers,
         num_attention_heads=s.lm_heads, num_key_value_heads=s.lm_kv,
         max_position_embeddings=1024, tie_word_embeddings=s.tie_embeddings,
-        initializer_range=init_std, rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
-        **specials,
+        initializer_range=init_std,
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta}, **specials,
     )
     vis_cfg = CLIPVisionConfig(
         hidden_size=s.v_hidden, intermediate_size=s.v_inter, num_hidden_layers=s.v_layers,
