@@ -131,7 +131,7 @@ def test_hint_mix_outside_unit_interval_fails(mix):
 
 
 @pytest.mark.parametrize(("overrides", "steps", "epochs"), [
-    ([], 500, 9), (["model=tiny_qwen2vl"], 700, 12), (["model=tiny_qwen25vl"], 700, 16),
+    ([], 500, 9), (["model=tiny_qwen2vl"], 700, 12), (["model=tiny_qwen25vl"], 700, 20),
     (["model=llava7b"], 0, 5),
     (["data=synthetic_clear"], CLEAR_WARMUP, CLEAR_EPOCHS),
     (["data=synthetic_clear", "model=tiny_qwen2vl"], CLEAR_WARMUP, CLEAR_EPOCHS),
