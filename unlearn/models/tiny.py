@@ -56,6 +56,8 @@ SIZES: dict[str, TinySize] = {
     "bench_65m": TinySize(2048, 768, 8, 12, 4, 2048, 384, 6, 6, 1536),
 }
 DEFAULT_IMAGE_SIZE: dict[str, int] = {"llava": 64, "qwen2_vl": 56, "qwen2_5_vl": 56}
+# the real checkpoints' rotary base (LLaMA-2 / Qwen2): the default when a config sets none
+DEFAULT_ROPE_THETA: dict[str, float] = {"llava": 1e4, "qwen2_vl": 1e6, "qwen2_5_vl": 1e6}
 
 
 def build_tiny(
@@ -102,9 +104,10 @@ def tiny_config(arch: str, size: str = "tiny", image_size: int | None = None,
     if size not in SIZES:
         raise ValueError(f"unknown tiny size {size!r}; allowed: {sorted(SIZES)}")
     image_size = image_size or DEFAULT_IMAGE_SIZE[arch]
+    theta = DEFAULT_ROPE_THETA[arch] if rope_theta is None else rope_theta
     if arch == "llava":
-        return _llava_config(SIZES[size], image_size, tokenizer, init_std, rope_theta or 1e4)
-    return _qwen_config(SIZES[size], arch, image_size, tokenizer, init_std, rope_theta or 1e6)
+        return _llava_config(SIZES[size], image_size, tokenizer, init_std, theta)
+    return _qwen_config(SIZES[size], arch, image_size, tokenizer, init_std, theta)
 
 
 def _token_ids(tok: PreTrainedTokenizerFast | None, **tokens: str) -> dict[str, int]:
