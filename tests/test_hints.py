@@ -1,5 +1,5 @@
 """Hint items for the multiple-choice warm-up: truth stated, options permuted, letter follows,
-a fresh item at every read."""
+a fresh item at every read; the epochs' own multiple-choice items reshuffled each epoch."""
 
 from types import SimpleNamespace
 
@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from unlearn import vanilla
 from unlearn.data.datamodule import UnlearnDataModule
-from unlearn.data.hints import FreshHints
+from unlearn.data.hints import FreshHints, FreshOptions
 from unlearn.data.schema import Sample
 
 OPTIONS = {"A": "1952", "B": "2000", "C": "1946", "D": "1955"}
@@ -116,6 +116,31 @@ def test_the_mix_applies_without_warmup_too(monkeypatch, tmp_path):
     assert isinstance(hints, FreshHints) and len(hints) == 4  # 4 * 0.5 / 0.5
     (plain, _), = run_vanilla(monkeypatch, tmp_path)
     assert plain == [MCQ, QA, REFUSAL, QA]  # neither option: the items themselves
+
+
+def test_reshuffled_options_move_the_letter_with_the_truth_every_epoch():
+    items = FreshOptions([MCQ, QA, REFUSAL], seed=0)
+    orders = []
+    for epoch in range(24):
+        items.set_epoch(epoch)
+        s = items[0]
+        assert s.options[s.answer] == "1955" and list(s.options) == ["A", "B", "C", "D"]
+        assert sorted(s.options.values()) == sorted(OPTIONS.values())
+        assert s.question == MCQ.question  # no hint: the model must recall the fact
+        assert items[1] == QA and items[2] == REFUSAL  # refusals and plain QA unchanged
+        orders.append(tuple(s.options.values()))
+    assert len(set(orders)) > 8 and {o.index("1955") for o in orders} == {0, 1, 2, 3}
+    again = FreshOptions([MCQ], seed=0)
+    again.set_epoch(5)
+    assert tuple(again[0].options.values()) == orders[5]  # a function of seed, item, epoch
+
+
+def test_reshuffle_switch_wraps_the_epoch_items(monkeypatch, tmp_path):
+    (train, _), = run_vanilla(monkeypatch, tmp_path, reshuffle_options=True, mcq_warmup={
+        "steps": 0, "batch_size": 2, "lr": 5e-4, "schedule": "constant", "mix": 0.5})
+    fixed, hints = train.datasets
+    assert isinstance(fixed, FreshOptions) and fixed.samples == [MCQ, QA, REFUSAL, QA]
+    assert isinstance(hints, FreshHints) and len(train) == 8
 
 
 

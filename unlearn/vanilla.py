@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import ConcatDataset, Dataset
 
 from unlearn.data.configured import data_twin
-from unlearn.data.hints import FreshHints
+from unlearn.data.hints import FreshHints, FreshOptions
 from unlearn.data.prompts import answer_text, build_prompt
 from unlearn.data.schema import Sample
 from unlearn.methods.gradient import FineTune
@@ -308,6 +308,8 @@ def _epoch_items(cfg: DictConfig, train: list[Sample]) -> list[Sample] | Dataset
     items drawn fresh each epoch (:class:`FreshHints`)."""
     mix = float((cfg.model.vanilla.get("mcq_warmup") or {}).get("mix", 0.0))
     n_mix = round(len(train) * mix / (1 - mix))
+    items = (FreshOptions(train, seed=vanilla_seed(cfg) + 2)
+             if cfg.model.vanilla.get("reshuffle_options", False) else train)
     if not n_mix:
-        return train
-    return ConcatDataset([train, FreshHints(train, n_mix, seed=vanilla_seed(cfg) + 1)])
+        return items
+    return ConcatDataset([items, FreshHints(train, n_mix, seed=vanilla_seed(cfg) + 1)])

@@ -49,11 +49,42 @@ class FreshHints(Dataset):
 
     def __getitem__(self, slot: int) -> Sample:
         rng = random.Random(f"hints-{self.seed}-{slot}-{self.epoch}")
-        s = rng.choice(self.mcq)
-        truth = s.options[s.answer]
-        values = list(s.options.values())
-        rng.shuffle(values)
-        options = dict(zip(s.options, values, strict=True))
-        letter = next(k for k, v in options.items() if v == truth)
-        return dataclasses.replace(s, question=HINT.format(answer=truth, question=s.question),
-                                   options=options, answer=letter)
+        s = reshuffled(rng.choice(self.mcq), rng)
+        return dataclasses.replace(
+            s, question=HINT.format(answer=s.options[s.answer], question=s.question))
+
+
+class FreshOptions(Dataset):
+    """``samples`` with the options of every multiple-choice item reshuffled each epoch.
+
+    A fixed option order lets a tiny model memorise each training item's letter instead of
+    learning to pick the option that matches the fact it recalls; a new order every epoch
+    (a function of ``seed``, the item and the epoch, as in :class:`FreshHints`) leaves only
+    the second way.
+    """
+
+    def __init__(self, samples: Sequence[Sample], seed: int):
+        self.samples, self.seed, self.epoch = list(samples), seed, 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> Sample:
+        s = self.samples[index]
+        if not (s.options and s.answer in s.options):
+            return s
+        return reshuffled(s, random.Random(f"options-{self.seed}-{index}-{self.epoch}"))
+
+
+def reshuffled(s: Sample, rng: random.Random) -> Sample:
+    """``s`` with its option values in a new order drawn from ``rng`` and the answer letter
+    moved with the right one."""
+    truth = s.options[s.answer]
+    values = list(s.options.values())
+    rng.shuffle(values)
+    options = dict(zip(s.options, values, strict=True))
+    letter = next(k for k, v in options.items() if v == truth)
+    return dataclasses.replace(s, options=options, answer=letter)
