@@ -143,7 +143,6 @@ def test_reshuffle_switch_wraps_the_epoch_items(monkeypatch, tmp_path):
     assert isinstance(hints, FreshHints) and len(train) == 8
 
 
-
 def test_vanilla_key_changes_with_the_stage_code_version(monkeypatch):
     cfg = OmegaConf.create({"seed": 0, "model": {"name": "m", "vanilla": {}}, "trainer": {}})
     key = vanilla.vanilla_key(cfg, "f")

@@ -304,7 +304,8 @@ def _mcq_warmup(cfg: DictConfig, model: Any, processor: Any, objective: FineTune
 
 
 def _epoch_items(cfg: DictConfig, train: list[Sample]) -> list[Sample] | Dataset:
-    """The items of every vanilla epoch: ``train`` plus a share ``mcq_warmup.mix`` of hint
+    """The items of every vanilla epoch: ``train`` (options reshuffled each epoch when
+    ``reshuffle_options``, :class:`FreshOptions`) plus a share ``mcq_warmup.mix`` of hint
     items drawn fresh each epoch (:class:`FreshHints`)."""
     mix = float((cfg.model.vanilla.get("mcq_warmup") or {}).get("mix", 0.0))
     n_mix = round(len(train) * mix / (1 - mix))

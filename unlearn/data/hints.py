@@ -34,7 +34,7 @@ class FreshHints(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], n: int, seed: int):
-        self.mcq = [s for s in samples if s.options and s.answer in s.options]
+        self.mcq = [s for s in samples if is_letter_item(s)]
         if not self.mcq:
             raise ValueError("the multiple-choice warm-up needs fine-tuning items with options "
                              "(the synthetic twin has them, the real ft_Data does not); "
@@ -74,9 +74,14 @@ class FreshOptions(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         s = self.samples[index]
-        if not (s.options and s.answer in s.options):
+        if not is_letter_item(s):
             return s
         return reshuffled(s, random.Random(f"options-{self.seed}-{index}-{self.epoch}"))
+
+
+def is_letter_item(s: Sample) -> bool:
+    """A multiple-choice item answered by one of its option letters (not an ICU refusal)."""
+    return bool(s.options) and s.answer in s.options
 
 
 def reshuffled(s: Sample, rng: random.Random) -> Sample:
